@@ -1,0 +1,1 @@
+"""Prefect flows: thin, each reads like the pipeline diagram."""

@@ -1,0 +1,1 @@
+"""MLflow registry adapter, naming conventions, promotion ledger and lineage."""

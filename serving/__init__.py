@@ -1,0 +1,1 @@
+"""HTTP services: the local OpenAI-compatible tuning/inference service and the gateway."""

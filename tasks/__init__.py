@@ -1,0 +1,1 @@
+"""Pipeline stages, one package each: pure logic modules, adapters, thin @task wrappers."""

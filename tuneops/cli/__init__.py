@@ -1,0 +1,1 @@
+"""The ``tuneops`` command line."""

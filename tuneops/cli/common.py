@@ -1,0 +1,46 @@
+"""What every command shares: finding the project, loading spec and settings, printing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import SPEC_FILE_NAME, Spec, load_spec
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+SpecOption = Annotated[
+    Path,
+    typer.Option(
+        "--spec",
+        help=f"The project's spec file; its folder is the project (state under .tuneops/).",
+        show_default=True,
+    ),
+]
+DEFAULT_SPEC = Path(SPEC_FILE_NAME)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: its spec, the folder it lives in, and the settings for that folder."""
+
+    spec: Spec
+    directory: Path
+    settings: TuneopsSettings
+
+
+def load_project(spec_path: Path) -> Project:
+    """Load ``spec_path`` and the settings of the folder it is in."""
+    spec, directory = load_spec(spec_path)
+    return Project(spec=spec, directory=directory, settings=TuneopsSettings.load(directory))
+
+
+def settings_for(spec_path: Path) -> TuneopsSettings:
+    """Settings for the project that ``spec_path`` belongs to, even when the spec is absent."""
+    return TuneopsSettings.load(Path(spec_path).resolve().parent)

@@ -1,0 +1,283 @@
+"""The spec (``tuneops.yaml``): one validated description of a fine-tuned model's lifecycle.
+
+The spec says *what* to build (model, base, data, hyperparameters, gates); settings say *where*
+state lives and which credentials to use, and never appear here. Every section is a frozen,
+``extra="forbid"`` pydantic model so a typo is an error naming the field, not a silent default.
+The ``provider.kind`` field picks the adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneops.errors import SpecError
+
+SPEC_FILE_NAME = "tuneops.yaml"
+DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:8765/v1"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Auto = Literal["auto"]
+
+
+class ModelConfig(_Section):
+    """Which model is being fine-tuned and how it is named in the registry."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    base_model: Annotated[str, Field(min_length=1)]
+    description: str = ""
+
+
+class LocalProviderConfig(_Section):
+    """tuneops' own OpenAI-compatible tuning service (the embedded default).
+
+    ``tuneops run`` starts it for the duration of the run when nothing answers at ``base_url``.
+    """
+
+    kind: Literal["local"] = "local"
+    base_url: str = DEFAULT_LOCAL_BASE_URL
+    organization: str = "tuneops"
+
+
+class OpenAIProviderConfig(_Section):
+    """OpenAI's cloud (key from ``OPENAI_API_KEY``). Self-serve fine-tuning closes 2027-01-06."""
+
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    organization: str | None = None
+
+
+class AzureOpenAIProviderConfig(_Section):
+    """Azure OpenAI (key from ``AZURE_OPENAI_API_KEY``; deployment via the management API)."""
+
+    kind: Literal["azure-openai"]
+    endpoint: Annotated[str, Field(min_length=1)]
+    api_version: str = "2025-04-01-preview"
+    training_type: Literal["Standard", "Global", "Developer"] = "Standard"
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    account_name: str | None = None
+    deployment_sku: str = "standard"
+    deployment_capacity: int = 1
+    management_endpoint: str = "https://management.azure.com"
+
+
+ProviderConfig = Annotated[
+    LocalProviderConfig | OpenAIProviderConfig | AzureOpenAIProviderConfig,
+    Field(discriminator="kind"),
+]
+
+
+class SplitConfig(_Section):
+    """How to split ``train`` when no validation/test file is given; deterministic by seed."""
+
+    validation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    test: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _leave_something_to_train_on(self) -> SplitConfig:
+        if self.validation + self.test >= 0.9:
+            raise ValueError("validation + test must leave at least 10% of the rows for training")
+        return self
+
+
+class SystemPromptConfig(_Section):
+    """What to do with system prompts: ``keep`` them, ``require`` one, or ``inject`` ``text``."""
+
+    policy: Literal["keep", "require", "inject"] = "keep"
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _inject_needs_text(self) -> SystemPromptConfig:
+        if self.policy == "inject" and not self.text:
+            raise ValueError("policy 'inject' needs 'text', the system prompt to inject")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the chat JSONL files are, relative to the spec file."""
+
+    name: str | None = None
+    train: Path
+    validation: Path | None = None
+    test: Path | None = None
+    split: SplitConfig = SplitConfig()
+    system_prompt: SystemPromptConfig = SystemPromptConfig()
+    max_tokens_per_example: Annotated[int, Field(gt=0)] = 65_536
+
+
+class HyperparametersConfig(_Section):
+    """OpenAI's supervised hyperparameters; each a number or ``"auto"``."""
+
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto = "auto"
+
+
+class LoraConfig(_Section):
+    """LoRA settings used by the local tuning service (ignored by cloud providers)."""
+
+    rank: Annotated[int, Field(ge=1, le=256)] = 8
+    alpha: Annotated[int, Field(ge=1)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: list[str] | None = None
+
+
+class FineTuneConfig(_Section):
+    """The fine-tune job: hyperparameters, naming and the cost guard."""
+
+    suffix: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] | None = None
+    seed: int = 42
+    hyperparameters: HyperparametersConfig = HyperparametersConfig()
+    lora: LoraConfig = LoraConfig()
+    max_training_tokens: Annotated[int, Field(gt=0)] | None = None
+    price_per_million_training_tokens: Annotated[float, Field(ge=0)] = 0.0
+
+
+class GateConfig(_Section):
+    """One quality gate in MLflow's ``MetricThreshold`` vocabulary.
+
+    ``threshold`` is an absolute bar for the candidate; ``min_absolute_change`` and
+    ``min_relative_change`` are the improvement it must show over the base model.
+    """
+
+    metric: Annotated[str, Field(min_length=1)]
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+    require_significant: bool = False
+
+
+class FormatConfig(_Section):
+    """Format compliance checks for answers: a regex, a JSON schema, sections, length."""
+
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+    required_sections: list[str] = []
+    max_chars: Annotated[int, Field(gt=0)] | None = None
+
+
+class JudgeConfig(_Section):
+    """An OpenAI-compatible endpoint used for LLM-judge evaluators."""
+
+    base_url: str
+    model: str
+    evaluators: list[Literal["relevance", "coherence", "fluency", "groundedness"]] = [
+        "relevance",
+        "coherence",
+        "fluency",
+    ]
+
+
+class EvaluationConfig(_Section):
+    """How the fine-tune is compared with the base model (and champion) and when it ships."""
+
+    metrics: list[str] = ["f1", "rouge", "format"]
+    gates: list[GateConfig] = []
+    beat_champion: bool = True
+    few_shot_baseline: Annotated[int, Field(ge=0, le=16)] = 0
+    max_latency_p95_ms: Annotated[float, Field(gt=0)] | None = None
+    max_cost_per_1k_requests_usd: Annotated[float, Field(ge=0)] | None = None
+    format: FormatConfig = FormatConfig()
+    judge: JudgeConfig | None = None
+    concurrency: Annotated[int, Field(ge=1, le=512)] = 8
+    max_tokens: Annotated[int, Field(ge=1)] = 256
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    max_rows: Annotated[int, Field(gt=0)] | None = None
+
+
+class RolloutConfig(_Section):
+    """Upcoming (rollout issue): how a challenger takes traffic. Validated, not yet acted on."""
+
+    strategy: Literal["blue-green", "canary", "ab"] = "canary"
+    steps: list[Annotated[int, Field(ge=0, le=100)]] = [5, 25, 50, 100]
+    min_requests_per_step: Annotated[int, Field(ge=1)] = 200
+
+
+class MonitoringConfig(_Section):
+    """Upcoming (drift issue): what counts as drift. Validated, not yet acted on."""
+
+    window_hours: Annotated[int, Field(ge=1)] = 24
+    psi_threshold: Annotated[float, Field(gt=0)] = 0.25
+    embedding_auc_threshold: Annotated[float, Field(gt=0.5, le=1)] = 0.55
+
+
+class Spec(_Section):
+    """A whole ``tuneops.yaml``. ``source`` is where it was read from (not part of the YAML)."""
+
+    model: ModelConfig
+    provider: ProviderConfig = LocalProviderConfig()
+    data: DataConfig
+    finetune: FineTuneConfig = FineTuneConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _default_kind_is_local(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            return {**value, "kind": "local"}
+        return value
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's name in the data store: ``data.name`` or the model name."""
+        return self.data.name or self.model.name
+
+
+def _first_error(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def load_spec(path: Path) -> tuple[Spec, Path]:
+    """Read and validate a spec; return it with the directory its relative paths start from.
+
+    Data file paths in the returned spec are made absolute against the spec's directory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(
+            f"{path}: no spec file here",
+            hint="run 'tuneops init DIR' to create a project, or pass --spec PATH",
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise SpecError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping with 'model' and 'data' sections")
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {_first_error(exc)}", hint="see examples/tuneops.yaml") from exc
+    base = path.resolve().parent
+    data = spec.data.model_copy(
+        update={
+            key: (base / value) if value is not None and not Path(value).is_absolute() else value
+            for key, value in (
+                ("train", spec.data.train),
+                ("validation", spec.data.validation),
+                ("test", spec.data.test),
+            )
+        }
+    )
+    return spec.model_copy(update={"data": data}), base
