@@ -3,7 +3,7 @@
 The file is read in fixed-size blocks and cut at line boundaries into chunks; each chunk is
 checked by :class:`~tuneops.tasks.data.validate.ChunkChecker`, in this process for small files
 and in worker processes for large ones (tokenization dominates and is CPU-bound). At most
-``2 × workers`` chunks are in flight, so memory does not grow with the file. The same pass
+``2 * workers`` chunks are in flight, so memory does not grow with the file. The same pass
 hashes the file's bytes (sha256), which versioning reuses.
 """
 
@@ -20,10 +20,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tuneops.errors import DatasetError, UsageError
 from tuneops.tasks.data.report import ReportBuilder, ValidationReport
 from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
 from tuneops.tasks.data.validate import ChunkChecker, ChunkResult, Problem, ValidationOptions
+
+from tuneops.errors import DatasetError, UsageError
 
 BLOCK_BYTES = 4 * 1024 * 1024
 PARALLEL_THRESHOLD_BYTES = 16 * 1024 * 1024
@@ -93,7 +94,9 @@ def scan_file(
                     builder.add(checker.check_chunk(data, first_line))
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    report = builder.finish(path=str(path), size_bytes=size, sha256=digest.hexdigest(), encoding=ENCODING_NAME)
+    report = builder.finish(
+        path=str(path), size_bytes=size, sha256=digest.hexdigest(), encoding=ENCODING_NAME
+    )
     return ScanOutcome(report=report, example_tokens=builder.example_tokens_in_line_order())
 
 

@@ -218,9 +218,7 @@ class ChunkChecker:
         for problem in problems:
             _add(result, self.options, problem)
 
-    def _check_example(
-        self, obj: Any, line: int, problems: list[Problem], result: ChunkResult
-    ) -> int | None:
+    def _check_example(self, obj: Any, line: int, problems: list[Problem], result: ChunkResult) -> int | None:
         """Check one parsed line; return its token count, or None when it has no messages."""
         if not isinstance(obj, dict):
             problems.append(Problem(line, "not_an_object", f"expected a JSON object, got {_type_name(obj)}"))
@@ -244,7 +242,9 @@ class ChunkChecker:
             where = f"messages[{index}]"
             if not isinstance(message, dict):
                 problems.append(
-                    Problem(line, "message_not_object", f"{where} is {_type_name(message)}, expected an object")
+                    Problem(
+                        line, "message_not_object", f"{where} is {_type_name(message)}, expected an object"
+                    )
                 )
                 continue
             tokens += TOKENS_PER_MESSAGE
@@ -274,10 +274,14 @@ class ChunkChecker:
             has_tool_calls = False
             if role == "assistant":
                 has_assistant = True
-                has_tool_calls, call_tokens = self._check_tool_calls(message, where, line, problems, tool_call_ids)
+                has_tool_calls, call_tokens = self._check_tool_calls(
+                    message, where, line, problems, tool_call_ids
+                )
                 tokens += call_tokens
             elif "weight" in message:
-                problems.append(Problem(line, "invalid_weight", f"{where}: 'weight' is only allowed on assistant"))
+                problems.append(
+                    Problem(line, "invalid_weight", f"{where}: 'weight' is only allowed on assistant")
+                )
             if "weight" in message and role == "assistant" and message["weight"] not in (0, 1):
                 problems.append(Problem(line, "invalid_weight", f"{where}.weight must be 0 or 1"))
             if role == "tool":
@@ -306,7 +310,9 @@ class ChunkChecker:
             problems.append(Problem(line, "missing_assistant", "no assistant message to learn from"))
         if system_text is None and self.options.require_system_prompt:
             problems.append(
-                Problem(line, "missing_system_prompt", "no system message (data.system_prompt.policy: require)")
+                Problem(
+                    line, "missing_system_prompt", "no system message (data.system_prompt.policy: require)"
+                )
             )
         limit = self.options.max_tokens_per_example
         if tokens > limit:
@@ -318,7 +324,11 @@ class ChunkChecker:
                     "shorten or drop this example",
                 )
             )
-        key = NO_SYSTEM_PROMPT if system_text is None else hashlib.blake2b(system_text.encode(), digest_size=16).digest()
+        key = (
+            NO_SYSTEM_PROMPT
+            if system_text is None
+            else hashlib.blake2b(system_text.encode(), digest_size=16).digest()
+        )
         seen = result.system_prompts.get(key)
         if seen is None and len(result.system_prompts) >= MAX_DISTINCT_SYSTEM_PROMPTS:
             key = OTHER_SYSTEM_PROMPTS
@@ -336,7 +346,9 @@ class ChunkChecker:
         if calls is None:
             return ("function_call" in message, 0)
         if not isinstance(calls, list) or not calls:
-            problems.append(Problem(line, "invalid_tool_calls", f"{where}.tool_calls must be a non-empty list"))
+            problems.append(
+                Problem(line, "invalid_tool_calls", f"{where}.tool_calls must be a non-empty list")
+            )
             return (False, 0)
         tokens = 0
         for n, call in enumerate(calls):
@@ -352,7 +364,7 @@ class ChunkChecker:
                     Problem(
                         line,
                         "invalid_tool_calls",
-                        f"{where}.tool_calls[{n}] needs 'id' and 'function' with string 'name' and 'arguments'",
+                        f"{where}.tool_calls[{n}] needs 'id' and 'function' with string name and arguments",
                     )
                 )
                 continue
@@ -413,7 +425,9 @@ class ChunkChecker:
                 )
         text = "".join(texts)
         if not text.strip() and not has_tool_calls and not (role == "user" and len(content) > len(texts)):
-            problems.append(Problem(line, "empty_content", f"{where} ({role}) has no text in its content parts"))
+            problems.append(
+                Problem(line, "empty_content", f"{where} ({role}) has no text in its content parts")
+            )
         return text
 
 
