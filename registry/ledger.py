@@ -1,0 +1,257 @@
+"""The promotion ledger: an append-only record of every alias move, in the state database.
+
+MLflow keeps no alias history (mlflow/mlflow#2169), so this table is how lineage answers "what
+was champion on date X". There is no update or delete API, and the database refuses both too
+(a trigger on SQLite and PostgreSQL). A second table holds *intents*: a promotion is written
+down before MLflow is touched, so a crash between moving an alias and appending its row is
+repaired by reconciliation with the real actor and reason.
+
+Writers that must not interleave (promote, reconcile) take :meth:`Ledger.lock`, a row lock per
+model that works the same on SQLite (write lock until commit) and PostgreSQL (row lock).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from tuneops.registry.types import AliasMove, LedgerEntry, PromotionIntent
+
+from tuneops.errors import RegistryError
+from tuneops.statedb import create_tables, describe, make_engine
+
+metadata = sa.MetaData()
+
+ledger_table = sa.Table(
+    "promotion_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("alias", sa.String(256), nullable=False),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("intent_id", sa.Integer, nullable=True),
+)
+
+intent_table = sa.Table(
+    "promotion_intents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("alias", sa.String(256), nullable=False),
+    sa.Column("to_version", sa.String(32)),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+lock_table = sa.Table(
+    "promotion_locks",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("counter", sa.Integer, nullable=False, default=0),
+)
+
+_APPEND_ONLY_MESSAGE = "the promotion ledger is append-only"
+_SQLITE_TRIGGERS = [
+    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END"
+    for table in ("promotion_ledger", "promotion_intents")
+    for op in ("UPDATE", "DELETE")
+]
+_POSTGRES_TRIGGERS = [
+    "CREATE OR REPLACE FUNCTION tuneops_append_only() RETURNS trigger AS $$ "
+    f"BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END; $$ LANGUAGE plpgsql",
+    *[
+        f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION tuneops_append_only()"
+        for table in ("promotion_ledger", "promotion_intents")
+    ],
+]
+
+
+def current_actor() -> str:
+    """Who is running this process (the OS user), for ledger rows written by the CLI or a flow."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite drops the timezone; everything we write is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _entry(row: sa.Row) -> LedgerEntry:
+    m = row._mapping
+    return LedgerEntry(
+        id=m["id"],
+        model=m["model"],
+        alias=m["alias"],
+        from_version=m["from_version"],
+        to_version=m["to_version"],
+        actor=m["actor"],
+        reason=m["reason"],
+        source=m["source"],
+        at=_aware(m["at"]),
+        intent_id=m["intent_id"],
+    )
+
+
+def _intent(row: sa.Row) -> PromotionIntent:
+    m = row._mapping
+    return PromotionIntent(
+        id=m["id"],
+        model=m["model"],
+        alias=m["alias"],
+        to_version=m["to_version"],
+        actor=m["actor"],
+        reason=m["reason"],
+        source=m["source"],
+        at=_aware(m["at"]),
+    )
+
+
+class Ledger:
+    """Append-only access to the promotion ledger of one state database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        """Connect to the state database at ``url`` and make sure the ledger tables exist."""
+        engine = make_engine(url)
+        create_tables(engine, metadata)
+        statements = _POSTGRES_TRIGGERS if engine.dialect.name == "postgresql" else _SQLITE_TRIGGERS
+        try:
+            with engine.begin() as conn:
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
+        except SQLAlchemyError as exc:
+            raise RegistryError(f"cannot prepare the promotion ledger in {describe(engine)}: {exc}") from exc
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def lock(self, model: str) -> Iterator[Connection]:
+        """A transaction holding the per-model promotion lock; appends inside it commit together."""
+        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(
+            lock_table
+        )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert.values(model=model, counter=0).on_conflict_do_nothing())
+                conn.execute(
+                    lock_table.update()
+                    .where(lock_table.c.model == model)
+                    .values(counter=lock_table.c.counter + 1)
+                )
+                yield conn
+        except SQLAlchemyError as exc:
+            raise RegistryError(f"promotion ledger in {describe(self.engine)} failed: {exc}") from exc
+
+    def append(
+        self,
+        conn: Connection,
+        model: str,
+        move: AliasMove,
+        *,
+        actor: str,
+        reason: str,
+        source: str,
+        at: datetime | None = None,
+        intent_id: int | None = None,
+    ) -> LedgerEntry:
+        """Append one alias move inside ``conn`` (from :meth:`lock`) and return the stored row."""
+        values = {
+            "model": model,
+            "alias": move.alias,
+            "from_version": move.from_version,
+            "to_version": move.to_version,
+            "actor": actor,
+            "reason": reason,
+            "source": source,
+            "at": at or utcnow(),
+            "intent_id": intent_id,
+        }
+        new_id = conn.execute(ledger_table.insert().values(**values)).inserted_primary_key[0]
+        return LedgerEntry(id=new_id, **{**values, "at": _aware(values["at"])})
+
+    def record_intent(
+        self,
+        conn: Connection,
+        model: str,
+        alias: str,
+        to_version: str | None,
+        *,
+        actor: str,
+        reason: str,
+        source: str,
+    ) -> PromotionIntent:
+        """Write down a promotion before MLflow is touched (see the module docstring)."""
+        values = {
+            "model": model,
+            "alias": alias,
+            "to_version": to_version,
+            "actor": actor,
+            "reason": reason,
+            "source": source,
+            "at": utcnow(),
+        }
+        new_id = conn.execute(intent_table.insert().values(**values)).inserted_primary_key[0]
+        return PromotionIntent(id=new_id, **values)
+
+    def history(
+        self, model: str, alias: str | None = None, conn: Connection | None = None
+    ) -> list[LedgerEntry]:
+        """Every ledger row of ``model`` (optionally one alias), oldest first."""
+        query = ledger_table.select().where(ledger_table.c.model == model)
+        if alias is not None:
+            query = query.where(ledger_table.c.alias == alias)
+        query = query.order_by(ledger_table.c.at, ledger_table.c.id)
+        return [_entry(row) for row in self._rows(query, conn)]
+
+    def open_intents(self, model: str, conn: Connection | None = None) -> list[PromotionIntent]:
+        """Intents of ``model`` that no ledger row has consumed yet, newest first."""
+        used = sa.select(ledger_table.c.intent_id).where(ledger_table.c.intent_id.is_not(None))
+        query = (
+            intent_table.select()
+            .where(intent_table.c.model == model, intent_table.c.id.not_in(used))
+            .order_by(intent_table.c.id.desc())
+        )
+        return [_intent(row) for row in self._rows(query, conn)]
+
+    def models(self) -> list[str]:
+        """Every model that has at least one ledger row."""
+        query = sa.select(ledger_table.c.model).distinct().order_by(ledger_table.c.model)
+        return [row[0] for row in self._rows(query, None)]
+
+    def _rows(self, query: sa.Select, conn: Connection | None) -> list[sa.Row]:
+        try:
+            if conn is not None:
+                return list(conn.execute(query))
+            with self.engine.connect() as own:
+                return list(own.execute(query))
+        except SQLAlchemyError as exc:
+            raise RegistryError(
+                f"cannot read the promotion ledger in {describe(self.engine)}: {exc}"
+            ) from exc

@@ -1,0 +1,233 @@
+"""The MLflow adapter: the narrow set of registry and tracking calls the registry area needs.
+
+Every MLflow error becomes a :class:`RegistryError` (``VersionNotFoundError`` when something
+asked for does not exist) and every answer is one of our own types, so nothing above this
+module imports MLflow. The client is bound to explicit URIs; the process-wide tracking URI is
+only switched, and restored, around the few fluent calls that have no client form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from tuneops.registry.conventions import TAG_JOB_ID
+from tuneops.registry.types import RegisteredVersion
+
+from tuneops.errors import RegistryError, VersionNotFoundError
+from tuneops.settings import TuneopsSettings
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """A dataset logged as an input of a run."""
+
+    name: str
+    digest: str
+    source: str
+    source_type: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The parts of an MLflow run that lineage reports."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    inputs: tuple[RunInput, ...] = ()
+    start_time: datetime | None = None
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _millis(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+def _is_not_found(exc: MlflowException) -> bool:
+    return str(getattr(exc, "error_code", "")) in _NOT_FOUND_CODES
+
+
+class RegistryStore:
+    """MLflow tracking + registry, bound to one tracking URI and artifact root."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None, registry_uri: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.registry_uri = registry_uri or tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    @classmethod
+    def from_settings(cls, settings: TuneopsSettings) -> RegistryStore:
+        assert settings.tracking_uri is not None
+        return cls(settings.tracking_uri, settings.artifact_root)
+
+    @contextmanager
+    def fluent(self) -> Iterator[None]:
+        """Point MLflow's fluent API at this store for the duration of the block."""
+        old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(old_tracking)
+            mlflow.set_registry_uri(old_registry)
+
+    @contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Translate MLflow failures of ``what`` into our exception tree."""
+        try:
+            yield
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                raise VersionNotFoundError(f"{what}: {exc.message}") from exc
+            raise RegistryError(f"{what} failed in MLflow at {self.tracking_uri}: {exc.message}") from exc
+
+    # -- registered models and versions -------------------------------------------------------
+
+    def ensure_registered_model(self, name: str, description: str = "") -> None:
+        """Create the registered model unless it exists already."""
+        with self.errors(f"registered model {name!r}"):
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException as exc:
+                if not _is_not_found(exc):
+                    raise
+                self.client.create_registered_model(name, description=description or None)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Every alias of ``name`` now (alias -> version); empty when the model does not exist."""
+        with self.errors(f"aliases of {name!r}"):
+            try:
+                model = self.client.get_registered_model(name)
+            except MlflowException as exc:
+                if _is_not_found(exc):
+                    return {}
+                raise
+        return {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
+
+    def get_version(self, name: str, version: str) -> RegisteredVersion:
+        with self.errors(f"model version {name}/{version}"):
+            return self._ours(self.client.get_model_version(name, str(version)))
+
+    def version_by_alias(self, name: str, alias: str) -> RegisteredVersion:
+        with self.errors(f"model {name}@{alias}"):
+            return self._ours(self.client.get_model_version_by_alias(name, alias))
+
+    def find_version_by_job(self, name: str, job_id: str) -> RegisteredVersion | None:
+        """The oldest version of ``name`` made from fine-tune ``job_id``, if any."""
+        query = f"name = {_quote(name)} and tags.`{TAG_JOB_ID}` = {_quote(job_id)}"
+        with self.errors(f"versions of {name!r}"):
+            found = list(self.client.search_model_versions(query))
+        if not found:
+            return None
+        return self._ours(min(found, key=lambda v: int(v.version)))
+
+    def versions(self, name: str) -> list[RegisteredVersion]:
+        with self.errors(f"versions of {name!r}"):
+            found = list(self.client.search_model_versions(f"name = {_quote(name)}"))
+        return sorted((self._ours(v) for v in found), key=lambda v: int(v.version))
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str,
+        tags: dict[str, str],
+        description: str,
+        model_id: str | None,
+    ) -> RegisteredVersion:
+        with self.errors(f"registering a version of {name!r}"):
+            created = self.client.create_model_version(
+                name, source, run_id=run_id, tags=tags, description=description or None, model_id=model_id
+            )
+        return self._ours(created, created_now=True)
+
+    def set_alias(self, name: str, alias: str, version: str | None) -> None:
+        """Point ``alias`` at ``version``, or remove it when ``version`` is None."""
+        with self.errors(f"moving {name}@{alias}"):
+            if version is None:
+                self.client.delete_registered_model_alias(name, alias)
+            else:
+                self.client.set_registered_model_alias(name, alias, str(version))
+
+    def _ours(self, mv: Any, *, created_now: bool = False) -> RegisteredVersion:
+        return RegisteredVersion(
+            model_name=mv.name,
+            version=str(mv.version),
+            run_id=mv.run_id or None,
+            source=mv.source or "",
+            tags=dict(mv.tags or {}),
+            aliases=tuple(mv.aliases or ()),
+            created=created_now,
+            description=mv.description or "",
+            created_at=_millis(mv.creation_timestamp),
+        )
+
+    # -- experiments and runs -----------------------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created with an artifact location under our root."""
+        with self.errors(f"experiment {name!r}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
+            try:
+                return str(self.client.create_experiment(name, artifact_location=location))
+            except MlflowException:
+                found = self.client.get_experiment_by_name(name)  # lost a creation race
+                if found is None:
+                    raise
+                return str(found.experiment_id)
+
+    def find_runs(self, experiment_id: str, tags: dict[str, str]) -> list[RunSummary]:
+        """Runs of the experiment carrying all of ``tags``, oldest first."""
+        query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+        with self.errors(f"runs in experiment {experiment_id}"):
+            runs = self.client.search_runs([experiment_id], filter_string=query, order_by=["start_time ASC"])
+        return [self._run(r) for r in runs]
+
+    def get_run(self, run_id: str) -> RunSummary:
+        with self.errors(f"run {run_id}"):
+            return self._run(self.client.get_run(run_id))
+
+    def _run(self, run: Any) -> RunSummary:
+        inputs = tuple(
+            RunInput(
+                name=di.dataset.name,
+                digest=di.dataset.digest,
+                source=di.dataset.source,
+                source_type=di.dataset.source_type,
+                tags={t.key: t.value for t in di.tags},
+            )
+            for di in (run.inputs.dataset_inputs if run.inputs else [])
+        )
+        return RunSummary(
+            run_id=run.info.run_id,
+            experiment_id=str(run.info.experiment_id),
+            name=run.info.run_name or "",
+            status=run.info.status,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.log-model")},
+            inputs=inputs,
+            start_time=_millis(run.info.start_time),
+        )

@@ -1,0 +1,128 @@
+"""Promotion and reconciliation: move aliases in MLflow and keep the ledger in step with them.
+
+One mechanism serves every path. ``promote`` records an *intent* per planned move, moves the
+aliases in MLflow, then calls :func:`reconcile`, which compares MLflow's aliases with the
+ledger's last known state and appends a row for each difference, attributed to the matching
+intent when there is one and to "unknown (observed)" otherwise. So:
+
+- a move made in the MLflow UI or API is recorded the next time anything reconciles
+  (``tuneops promote``/``lineage``/``ledger``, the webhook receiver, the gateway's refresh);
+- a promotion killed between moving the alias and writing the ledger is repaired by that same
+  reconciliation, with its real actor and reason, because its intent survived.
+"""
+
+from __future__ import annotations
+
+from tuneops.registry.conventions import (
+    CHAMPION,
+    GATE_PASSED,
+    OBSERVED_ACTOR,
+    diff_aliases,
+    last_known,
+    match_intent,
+    plan_promotion,
+)
+from tuneops.registry.ledger import Ledger, current_actor
+from tuneops.registry.mlflow_store import RegistryStore
+from tuneops.registry.types import LedgerEntry, PromotionResult
+
+from tuneops.errors import PromotionRefusedError, VersionNotFoundError
+
+OBSERVED_REASON = "alias move observed in MLflow, not made through tuneops"
+
+
+def reconcile(
+    store: RegistryStore,
+    ledger: Ledger,
+    model: str,
+    *,
+    source: str = "reconcile",
+    actor: str = OBSERVED_ACTOR,
+    reason: str = OBSERVED_REASON,
+) -> list[LedgerEntry]:
+    """Append ledger rows for alias moves MLflow shows but the ledger lacks; return them.
+
+    Safe to run concurrently: the ledger is re-read under the per-model lock, so two
+    reconcilers never record the same move twice.
+    """
+    observed = store.aliases(model)
+    appended: list[LedgerEntry] = []
+    with ledger.lock(model) as conn:
+        entries = ledger.history(model, conn=conn)
+        moves = diff_aliases(observed, last_known(entries))
+        if not moves:
+            return []
+        intents = ledger.open_intents(model, conn=conn)
+        for move in moves:
+            intent = match_intent(move, intents, entries)
+            if intent is not None:
+                intents = [i for i in intents if i.id != intent.id]
+                entry = ledger.append(
+                    conn,
+                    model,
+                    move,
+                    actor=intent.actor,
+                    reason=intent.reason,
+                    source=intent.source,
+                    intent_id=intent.id,
+                )
+            else:
+                entry = ledger.append(conn, model, move, actor=actor, reason=reason, source=source)
+            appended.append(entry)
+    return appended
+
+
+def promote(
+    store: RegistryStore,
+    ledger: Ledger,
+    model: str,
+    version: str,
+    alias: str,
+    *,
+    reason: str,
+    force: bool = False,
+    actor: str | None = None,
+    source: str = "cli",
+) -> PromotionResult:
+    """Put ``alias`` on ``version`` of ``model`` following the promotion rules; ledger every move.
+
+    Raises:
+        VersionNotFoundError: no such model version.
+        PromotionRefusedError: a rule refused (gate not passed without ``force``, unknown alias,
+            no reason); nothing was changed.
+        RegistryError: MLflow or the state database failed.
+    """
+    reconciled = reconcile(store, ledger, model)
+    version = str(version)
+    try:
+        target = store.get_version(model, version)
+    except VersionNotFoundError as exc:
+        raise VersionNotFoundError(
+            f"model {model!r} has no version {version}", hint=f"list them with 'tuneops ledger {model}'"
+        ) from exc
+    decision = plan_promotion(
+        alias=alias,
+        to_version=version,
+        current=store.aliases(model),
+        gate=target.gate,
+        force=force,
+        reason=reason,
+    )
+    if not decision.allowed:
+        raise PromotionRefusedError(f"{model}@{alias} -> {version} refused: {decision.refusal}")
+    if not decision.moves:
+        return PromotionResult(model, alias, version, (), (), tuple(reconciled))
+    who = actor or current_actor()
+    forced = alias == CHAMPION and target.gate != GATE_PASSED
+    with ledger.lock(model) as conn:
+        for move in decision.moves:
+            why = reason if move.alias == alias else f"follows {alias} -> {version}: {reason}"
+            if forced:
+                why = f"[forced: gate {target.gate or 'not recorded'}] {why}"
+            ledger.record_intent(
+                conn, model, move.alias, move.to_version, actor=who, reason=why, source=source
+            )
+    for move in decision.moves:
+        store.set_alias(model, move.alias, move.to_version)
+    entries = reconcile(store, ledger, model)
+    return PromotionResult(model, alias, version, decision.moves, tuple(entries), tuple(reconciled))
