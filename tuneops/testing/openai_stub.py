@@ -497,3 +497,36 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
 
 
 StubFactory = Callable[..., OpenAIStubServer]
+
+
+def chat_dataset_version(folder: Any, name: str = "support", rows: int = 12, validation_rows: int = 3) -> Any:
+    """A small content-addressed chat dataset on local disk, as the data stage would version it.
+
+    For tests and benchmarks of the fine-tune stage that need a ``DatasetVersion`` with real files
+    and real digests but not the data stage itself.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from tuneops.tasks.data.types import DatasetVersion, SplitFile
+
+    splits: dict[str, SplitFile] = {}
+    digests = []
+    for split, count in (("train", rows), ("validation", validation_rows)):
+        if count <= 0:
+            continue
+        lines = [
+            json.dumps({"messages": [{"role": "user", "content": f"{split} question {i}"},
+                                     {"role": "assistant", "content": f"answer {i}"}]})
+            for i in range(count)
+        ]
+        data = ("\n".join(lines) + "\n").encode()
+        sha = hashlib.sha256(data).hexdigest()
+        path = Path(folder) / f"{split}-{sha[:12]}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        splits[split] = SplitFile(name=split, uri=path.resolve().as_uri(), sha256=sha, rows=count,  # type: ignore[arg-type]
+                                  tokens=10 * count)
+        digests.append(sha)
+    digest = hashlib.sha256("".join(digests).encode()).hexdigest()
+    return DatasetVersion(name=name, digest=digest, uri=Path(folder).resolve().as_uri(), splits=splits)

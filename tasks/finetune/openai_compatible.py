@@ -1,0 +1,256 @@
+"""Adapter for any OpenAI-compatible fine-tuning endpoint: OpenAI's cloud and tuneops' local service.
+
+Only ``base_url`` and the key differ between the two. The SDK client is built with
+``max_retries=0``: the SDK replays POSTs without an idempotency key, and a replayed
+``fine_tuning.jobs.create`` whose first answer was lost makes a second job. Retrying is the
+caller's job, after looking for the job by its idempotency key. SDK errors become
+``tuneops.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+from tuneops.tasks.finetune.rules import normalize_status, upload_filename
+from tuneops.tasks.finetune.types import (
+    FineTuneJob,
+    FineTuneRequest,
+    InferenceTarget,
+    TrainingEvent,
+    UploadedFile,
+)
+
+from tuneops.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejectedError,
+    TransientProviderError,
+)
+
+_PAGE = 100
+
+
+def _retry_after(response: Any) -> float | None:
+    """Retry-After from a response, in seconds (``retry-after-ms`` first, as the SDK reads it)."""
+    headers = getattr(response, "headers", None) or {}
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(header)
+        if raw is None:
+            continue
+        try:
+            return float(raw) / divisor
+        except ValueError:
+            continue
+    return None
+
+
+def _reason(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return exc.message
+
+
+def translate_error(exc: openai.OpenAIError, action: str, *, applied_maybe: bool) -> ProviderError:
+    """Our exception for an SDK error raised while doing ``action``.
+
+    ``applied_maybe`` is true for a POST that changes state: a timeout, a dropped connection or a
+    5xx then leaves us not knowing whether it happened, so the error is marked ``ambiguous``.
+    """
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        what = "timed out" if isinstance(exc, openai.APITimeoutError) else "lost the connection"
+        return TransientProviderError(f"{action}: the provider {what}", ambiguous=applied_maybe)
+    if isinstance(exc, openai.APIStatusError):
+        status, reason = exc.status_code, _reason(exc)
+        message = f"{action}: HTTP {status}: {reason}"
+        if status in (401, 403):
+            return ProviderAuthError(
+                message, status_code=status, hint="check the provider's API key in the environment or .env"
+            )
+        if status in (408, 409, 429) or status >= 500:
+            return TransientProviderError(
+                message, status_code=status, retry_after=_retry_after(exc.response),
+                ambiguous=applied_maybe and status != 429,
+            )
+        return ProviderRejectedError(message, status_code=status)
+    return ProviderError(f"{action}: {exc}")
+
+
+@contextlib.contextmanager
+def translating(action: str, *, applied_maybe: bool = False) -> Iterator[None]:
+    """Run SDK calls, re-raising their errors as ours (``raise ... from``)."""
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        raise translate_error(exc, action, applied_maybe=applied_maybe) from exc
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if hasattr(value, "model_dump"):
+        return {k: v for k, v in value.model_dump().items() if v is not None}
+    return dict(value)
+
+
+def job_from_sdk(job: Any, provider: str) -> FineTuneJob:
+    """Our FineTuneJob from the SDK's object; tolerant of the nulls Azure and others send."""
+    error = getattr(job, "error", None)
+    message = getattr(error, "message", None) if error is not None else None
+    if message is None and isinstance(error, dict):
+        message = error.get("message")
+    hyper = _plain(getattr(job, "hyperparameters", None))
+    method = getattr(job, "method", None)
+    supervised = getattr(method, "supervised", None) if method is not None else None
+    if not hyper and supervised is not None:
+        hyper = _plain(getattr(supervised, "hyperparameters", None))
+    return FineTuneJob(
+        id=job.id,
+        status=normalize_status(getattr(job, "status", None)),
+        provider=provider,
+        model=getattr(job, "model", None) or "",
+        fine_tuned_model=getattr(job, "fine_tuned_model", None),
+        trained_tokens=getattr(job, "trained_tokens", None),
+        error_message=message or None,
+        created_at=getattr(job, "created_at", None),
+        finished_at=getattr(job, "finished_at", None),
+        hyperparameters=hyper,
+        metadata={str(k): str(v) for k, v in (getattr(job, "metadata", None) or {}).items()},
+        training_file=getattr(job, "training_file", None),
+        validation_file=getattr(job, "validation_file", None),
+    )
+
+
+def event_from_sdk(event: Any) -> TrainingEvent:
+    """Our TrainingEvent; metrics events carry ``step`` and losses in ``data``."""
+    data = getattr(event, "data", None) or {}
+    if not isinstance(data, dict):
+        data = _plain(data)
+    numbers = {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    step = data.get("step")
+    known = {"step", "total_steps", "train_loss", "valid_loss"}
+    return TrainingEvent(
+        id=event.id,
+        created_at=int(getattr(event, "created_at", 0) or 0),
+        message=getattr(event, "message", "") or "",
+        level=getattr(event, "level", None) or "info",
+        step=int(step) if isinstance(step, int | float) else None,
+        total_steps=int(data["total_steps"]) if isinstance(data.get("total_steps"), int | float) else None,
+        train_loss=numbers.get("train_loss"),
+        valid_loss=numbers.get("valid_loss"),
+        extra_metrics={k: v for k, v in numbers.items() if k not in known},
+    )
+
+
+class OpenAICompatibleProvider:
+    """Files + fine-tuning jobs through the official ``OpenAI`` client."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        base_url: str,
+        api_key: str,
+        organization: str | None = None,
+        timeout: float = 60.0,
+        client: openai.OpenAI | None = None,
+    ) -> None:
+        self.kind = kind
+        self.base_url = base_url
+        self._client = client or openai.OpenAI(
+            base_url=base_url, api_key=api_key, organization=organization, max_retries=0, timeout=timeout
+        )
+
+    @property
+    def client(self) -> openai.OpenAI:
+        return self._client
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _job_create_extra(self) -> dict[str, Any]:
+        return {}
+
+    def upload_file(self, path: Path, *, split: str, sha256: str) -> UploadedFile:
+        """Reuse the upload named after ``sha256`` when the provider lists one; else upload."""
+        filename = upload_filename(split, sha256)
+        existing = self._find_upload(filename)
+        if existing is not None:
+            return existing
+        with translating(f"uploading {filename}"), Path(path).open("rb") as handle:
+            created = self._client.files.create(file=(filename, handle), purpose="fine-tune")
+        return UploadedFile(id=created.id, filename=created.filename or filename, bytes=created.bytes)
+
+    def _find_upload(self, filename: str) -> UploadedFile | None:
+        try:
+            with translating("listing uploaded files"):
+                for item in self._client.files.list(purpose="fine-tune"):
+                    if item.filename == filename and getattr(item, "status", None) != "error":
+                        return UploadedFile(id=item.id, filename=item.filename, bytes=item.bytes)
+        except ProviderRejectedError as exc:
+            if exc.status_code in (404, 405):  # a provider without file listing: upload again
+                return None
+            raise
+        return None
+
+    def create_job(self, request: FineTuneRequest) -> FineTuneJob:
+        """One POST, no SDK retries; failures that may have created a job are ``ambiguous``."""
+        body: dict[str, Any] = {}
+        if request.hyperparameters:
+            supervised = {"hyperparameters": request.hyperparameters}
+            body["method"] = {"type": "supervised", "supervised": supervised}
+        extra = {**self._job_create_extra(), **request.extra_body}
+        with translating("creating the fine-tune job", applied_maybe=True):
+            job = self._client.fine_tuning.jobs.create(
+                model=request.base_model,
+                training_file=request.training_file,
+                validation_file=request.validation_file,
+                suffix=request.suffix,
+                seed=request.seed,
+                metadata=request.metadata,
+                extra_body=extra or None,
+                **body,
+            )
+        return job_from_sdk(job, self.kind)
+
+    def find_jobs_by_metadata(self, key: str, value: str) -> list[FineTuneJob]:
+        """Jobs filtered by the server (``metadata[k]=v``) and checked again here."""
+        with translating("looking up fine-tune jobs"):
+            jobs = [job_from_sdk(j, self.kind) for j in self._client.fine_tuning.jobs.list(
+                metadata={key: value}, limit=_PAGE
+            )]
+        return [j for j in jobs if j.metadata.get(key) == value]
+
+    def get_job(self, job_id: str) -> FineTuneJob:
+        with translating(f"reading fine-tune job {job_id}"):
+            return job_from_sdk(self._client.fine_tuning.jobs.retrieve(job_id), self.kind)
+
+    def list_events(self, job_id: str, *, since_id: str | None = None) -> list[TrainingEvent]:
+        """Walk the newest-first event pages until ``since_id``; return oldest first."""
+        events: list[TrainingEvent] = []
+        with translating(f"reading events of job {job_id}"):
+            for raw in self._client.fine_tuning.jobs.list_events(job_id, limit=_PAGE):
+                if since_id is not None and raw.id == since_id:
+                    break
+                events.append(event_from_sdk(raw))
+        events.reverse()
+        return events
+
+    def cancel_job(self, job_id: str) -> FineTuneJob:
+        with translating(f"cancelling fine-tune job {job_id}"):
+            return job_from_sdk(self._client.fine_tuning.jobs.cancel(job_id), self.kind)
+
+    def deploy(self, job: FineTuneJob, name: str) -> FineTuneJob:
+        """Nothing to do: OpenAI and the local service serve a fine-tune under its model id."""
+        return job
+
+    def inference_target(self, job: FineTuneJob) -> InferenceTarget:
+        if not job.fine_tuned_model:
+            raise ProviderRejectedError(f"job {job.id} has no fine-tuned model yet (status {job.status})")
+        return InferenceTarget(provider=self.kind, base_url=self.base_url, model=job.fine_tuned_model)

@@ -1,0 +1,120 @@
+"""The one small interface every fine-tune provider implements, and the factory that picks one.
+
+Flows and tasks talk to a ``FineTuneProvider`` and get our own types back; which SDK client sits
+behind it (OpenAI, tuneops' local service, Azure OpenAI) is decided here from ``spec.provider.kind``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from tuneops.tasks.finetune.types import (
+    FineTuneJob,
+    FineTuneRequest,
+    InferenceTarget,
+    TrainingEvent,
+    UploadedFile,
+)
+
+from tuneops.errors import ProviderAuthError
+
+if TYPE_CHECKING:
+    from tuneops.settings import TuneopsSettings
+    from tuneops.spec import ProviderConfig
+
+LOCAL_PLACEHOLDER_KEY = "tuneops-local"
+"""The local service needs no key, but the SDK refuses to start without one."""
+
+
+@runtime_checkable
+class FineTuneProvider(Protocol):
+    """Files + fine-tuning jobs on one provider, in our own types.
+
+    Every method raises only ``tuneops.errors.ProviderError`` subclasses. ``create_job`` never
+    retries by itself: a lost answer may mean a created job, so callers look before retrying.
+    """
+
+    kind: str
+
+    def upload_file(self, path: Path, *, split: str, sha256: str) -> UploadedFile:
+        """Upload ``path`` for fine-tuning, or return the earlier upload of the same digest."""
+        ...
+
+    def create_job(self, request: FineTuneRequest) -> FineTuneJob:
+        """Create one job (exactly one HTTP attempt)."""
+        ...
+
+    def find_jobs_by_metadata(self, key: str, value: str) -> list[FineTuneJob]:
+        """Every job whose metadata has ``key`` == ``value``."""
+        ...
+
+    def get_job(self, job_id: str) -> FineTuneJob:
+        """The job's current state."""
+        ...
+
+    def list_events(self, job_id: str, *, since_id: str | None = None) -> list[TrainingEvent]:
+        """The job's events newer than ``since_id`` (all when None), oldest first."""
+        ...
+
+    def cancel_job(self, job_id: str) -> FineTuneJob:
+        """Ask the provider to cancel the job."""
+        ...
+
+    def deploy(self, job: FineTuneJob, name: str) -> FineTuneJob:
+        """Make a succeeded job callable; returns it with ``deployment`` set where one is needed."""
+        ...
+
+    def inference_target(self, job: FineTuneJob) -> InferenceTarget:
+        """Where evaluation and the gateway call the fine-tuned model."""
+        ...
+
+    def close(self) -> None:
+        """Release the HTTP client."""
+        ...
+
+
+def provider_for(
+    config: ProviderConfig,
+    settings: TuneopsSettings,
+    *,
+    timeout: float = 60.0,
+    credential: Any | None = None,
+) -> FineTuneProvider:
+    """The adapter for ``config.kind``, with credentials from ``settings``.
+
+    Args:
+        config: the spec's ``provider`` section.
+        settings: where the API keys come from (never the spec).
+        timeout: per-request timeout in seconds.
+        credential: Azure only; anything with ``get_token(scope)`` (default: azure-identity's
+            ``DefaultAzureCredential``). Tests pass a static token here.
+    """
+    if config.kind == "azure-openai":
+        from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
+
+        if settings.azure_openai_api_key is None:
+            raise ProviderAuthError(
+                "provider.kind is azure-openai but no Azure OpenAI key is set",
+                hint="set AZURE_OPENAI_API_KEY in the environment or the project's .env",
+            )
+        return AzureOpenAIProvider(
+            config, api_key=settings.azure_openai_api_key.get_secret_value(), timeout=timeout,
+            credential=credential,
+        )
+
+    from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+
+    if config.kind == "openai":
+        if settings.openai_api_key is None:
+            raise ProviderAuthError(
+                "provider.kind is openai but no OpenAI key is set",
+                hint="set OPENAI_API_KEY in the environment or the project's .env",
+            )
+        key = settings.openai_api_key.get_secret_value()
+    else:
+        key = settings.local_api_key.get_secret_value() if settings.local_api_key else LOCAL_PLACEHOLDER_KEY
+    return OpenAICompatibleProvider(
+        kind=config.kind, base_url=config.base_url, api_key=key,
+        organization=config.organization if config.kind == "openai" else None, timeout=timeout,
+    )

@@ -1,0 +1,129 @@
+"""Thin Prefect tasks of the fine-tune stage; the public API the ``retrain`` flow calls.
+
+``submit_finetune`` and ``wait_for_finetune`` keep no Prefect result cache (``NO_CACHE``): the
+provider is the source of truth, and a lookup by idempotency key makes a re-run after a crash,
+at any point, attach to the job that exists instead of creating another. Prefect retries are off
+too; transient errors are retried inside, with a look before every retry of a create.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from tuneops.tasks.data.types import DatasetVersion
+from tuneops.tasks.finetune.dataset import local_split_path
+from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
+from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_name
+from tuneops.tasks.finetune.submit import TRAINED_SPLITS, cost_of, submit_job
+from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
+from tuneops.tasks.finetune.wait import follow_job
+
+from tuneops.errors import FineTuneFailedError
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
+
+
+def _provider(spec: Spec, settings: TuneopsSettings, provider: FineTuneProvider | None) -> FineTuneProvider:
+    return provider or provider_for(spec.provider, settings)
+
+
+def submit_job_for(
+    spec: Spec,
+    settings: TuneopsSettings,
+    dataset: DatasetVersion,
+    *,
+    attempt: int = 1,
+    retry: RetryPolicy | None = None,
+    provider: FineTuneProvider | None = None,
+) -> FineTuneJob:
+    """Plain-function form of ``submit_finetune`` (no Prefect), for tests and other callers."""
+    chosen = _provider(spec, settings, provider)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tuneops-ft-") as scratch:
+            paths = {
+                split: local_split_path(dataset, split, settings, Path(scratch))
+                for split in TRAINED_SPLITS
+                if dataset.split(split) is not None  # type: ignore[arg-type]
+            }
+            return submit_job(chosen, spec, dataset, paths, attempt=attempt, policy=retry)
+    finally:
+        if provider is None:
+            chosen.close()
+
+
+def wait_for_job(
+    spec: Spec,
+    settings: TuneopsSettings,
+    job: FineTuneJob,
+    *,
+    dataset_ref: str = "",
+    run_id: str | None = None,
+    poll: PollPolicy | None = None,
+    retry: RetryPolicy | None = None,
+    provider: FineTuneProvider | None = None,
+    estimate_from: DatasetVersion | None = None,
+) -> FineTuneJob:
+    """Plain-function form of ``wait_for_finetune``: follow, log to MLflow, deploy where needed."""
+    from tuneops.tasks.finetune.rules import estimate_cost
+    from tuneops.tasks.finetune.tracking import FineTuneTracker
+
+    chosen = _provider(spec, settings, provider)
+    try:
+        tracker = FineTuneTracker.open(settings, spec.model.name, run_id)
+        estimate = (
+            cost_of(spec, estimate_from) if estimate_from is not None
+            else estimate_cost(0, spec.finetune.hyperparameters.n_epochs,
+                               spec.finetune.price_per_million_training_tokens)
+        )
+        tracker.log_start(job, estimate, dataset_ref or job.metadata.get("tuneops_dataset", ""))
+        try:
+            done = follow_job(chosen, job, poll=poll, retry=retry, on_events=tracker.log_events)
+        except FineTuneFailedError:
+            tracker.log_finish(chosen.get_job(job.id), spec.finetune.price_per_million_training_tokens)
+            raise
+        done = chosen.deploy(done, deployment_name(spec.model.name, done.id))
+        tracker.log_finish(done, spec.finetune.price_per_million_training_tokens)
+        return done
+    finally:
+        if provider is None:
+            chosen.close()
+
+
+@task(name="submit-finetune", cache_policy=NO_CACHE, retries=0)
+def submit_finetune(
+    spec: Spec, settings: TuneopsSettings, dataset: DatasetVersion, attempt: int = 1
+) -> FineTuneJob:
+    """Submit the fine-tune job for ``dataset`` exactly once (attaches to an existing one)."""
+    return submit_job_for(spec, settings, dataset, attempt=attempt)
+
+
+@task(name="wait-for-finetune", cache_policy=NO_CACHE, retries=0)
+def wait_for_finetune(
+    spec: Spec,
+    settings: TuneopsSettings,
+    job: FineTuneJob,
+    run_id: str | None = None,
+    poll_interval: float = 5.0,
+    dataset: DatasetVersion | None = None,
+) -> FineTuneJob:
+    """Follow ``job`` to success (MLflow metrics, cost, loss curve); deployed where needed.
+
+    Raises FineTuneFailedError with the provider's reason when the job failed or was cancelled.
+    """
+    poll = PollPolicy(initial=poll_interval, max_interval=max(poll_interval, 30.0))
+    return wait_for_job(
+        spec, settings, job, run_id=run_id, poll=poll, estimate_from=dataset,
+        dataset_ref=dataset.ref if dataset else "",
+    )
+
+
+def inference_target(spec: Spec, settings: TuneopsSettings, job: FineTuneJob) -> InferenceTarget:
+    """Where evaluation calls the fine-tuned model (base_url, model id, Azure api_version)."""
+    chosen = provider_for(spec.provider, settings)
+    try:
+        return chosen.inference_target(job)
+    finally:
+        chosen.close()
