@@ -365,7 +365,9 @@ def version_from_manifest(
             rows=int(info["rows"]),
             tokens=int(info["tokens"]),
         )
-        for split_name, info in manifest["splits"].items()
+        for split_name, info in sorted(
+            manifest["splits"].items(), key=lambda item: SPLIT_NAMES.index(item[0])
+        )
     }
     return DatasetVersion(
         name=name,
