@@ -63,8 +63,11 @@ def load_version(ref: str, settings: TuneopsSettings) -> DatasetVersion:
         for split, info in manifest["splits"].items()
     }
     return DatasetVersion(
-        name=name, digest=digest, uri=store.uri_for(layout.version_prefix(name, digest)),
-        splits=splits, manifest=manifest,
+        name=name,
+        digest=digest,
+        uri=store.uri_for(layout.version_prefix(name, digest)),
+        splits=splits,
+        manifest=manifest,
     )
 
 

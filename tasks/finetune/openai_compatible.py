@@ -75,7 +75,9 @@ def translate_error(exc: openai.OpenAIError, action: str, *, applied_maybe: bool
             )
         if status in (408, 409, 429) or status >= 500:
             return TransientProviderError(
-                message, status_code=status, retry_after=_retry_after(exc.response),
+                message,
+                status_code=status,
+                retry_after=_retry_after(exc.response),
                 ambiguous=applied_maybe and status != 429,
             )
         return ProviderRejectedError(message, status_code=status)
@@ -222,9 +224,10 @@ class OpenAICompatibleProvider:
     def find_jobs_by_metadata(self, key: str, value: str) -> list[FineTuneJob]:
         """Jobs filtered by the server (``metadata[k]=v``) and checked again here."""
         with translating("looking up fine-tune jobs"):
-            jobs = [job_from_sdk(j, self.kind) for j in self._client.fine_tuning.jobs.list(
-                metadata={key: value}, limit=_PAGE
-            )]
+            jobs = [
+                job_from_sdk(j, self.kind)
+                for j in self._client.fine_tuning.jobs.list(metadata={key: value}, limit=_PAGE)
+            ]
         return [j for j in jobs if j.metadata.get(key) == value]
 
     def get_job(self, job_id: str) -> FineTuneJob:

@@ -99,7 +99,9 @@ def provider_for(
                 hint="set AZURE_OPENAI_API_KEY in the environment or the project's .env",
             )
         return AzureOpenAIProvider(
-            config, api_key=settings.azure_openai_api_key.get_secret_value(), timeout=timeout,
+            config,
+            api_key=settings.azure_openai_api_key.get_secret_value(),
+            timeout=timeout,
             credential=credential,
         )
 
@@ -115,6 +117,9 @@ def provider_for(
     else:
         key = settings.local_api_key.get_secret_value() if settings.local_api_key else LOCAL_PLACEHOLDER_KEY
     return OpenAICompatibleProvider(
-        kind=config.kind, base_url=config.base_url, api_key=key,
-        organization=config.organization if config.kind == "openai" else None, timeout=timeout,
+        kind=config.kind,
+        base_url=config.base_url,
+        api_key=key,
+        organization=config.organization if config.kind == "openai" else None,
+        timeout=timeout,
     )

@@ -74,9 +74,11 @@ def wait_for_job(
     try:
         tracker = FineTuneTracker.open(settings, spec.model.name, run_id)
         estimate = (
-            cost_of(spec, estimate_from) if estimate_from is not None
-            else estimate_cost(0, spec.finetune.hyperparameters.n_epochs,
-                               spec.finetune.price_per_million_training_tokens)
+            cost_of(spec, estimate_from)
+            if estimate_from is not None
+            else estimate_cost(
+                0, spec.finetune.hyperparameters.n_epochs, spec.finetune.price_per_million_training_tokens
+            )
         )
         tracker.log_start(job, estimate, dataset_ref or job.metadata.get("tuneops_dataset", ""))
         try:
@@ -115,7 +117,12 @@ def wait_for_finetune(
     """
     poll = PollPolicy(initial=poll_interval, max_interval=max(poll_interval, 30.0))
     return wait_for_job(
-        spec, settings, job, run_id=run_id, poll=poll, estimate_from=dataset,
+        spec,
+        settings,
+        job,
+        run_id=run_id,
+        poll=poll,
+        estimate_from=dataset,
         dataset_ref=dataset.ref if dataset else "",
     )
 

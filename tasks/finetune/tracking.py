@@ -46,8 +46,12 @@ class FineTuneTracker:
                     run_id = active.info.run_id
             if run_id is None:
                 found = client.get_experiment_by_name(experiment)
-                experiment_id = found.experiment_id if found else client.create_experiment(
-                    experiment, artifact_location=f"{settings.artifact_root}/{experiment}"
+                experiment_id = (
+                    found.experiment_id
+                    if found
+                    else client.create_experiment(
+                        experiment, artifact_location=f"{settings.artifact_root}/{experiment}"
+                    )
                 )
                 run_id = client.create_run(experiment_id, run_name="finetune").info.run_id
             history = client.get_metric_history(run_id, "train_loss")
@@ -59,16 +63,26 @@ class FineTuneTracker:
         """Hyperparameters, job identity and the cost estimate, once per run."""
         params = {f"hp.{k}": v for k, v in job.hyperparameters.items()}
         params.update(
-            {"provider": job.provider, "base_model": job.model, "job_id": job.id, "dataset": dataset_ref,
-             "idempotency_key": job.metadata.get("tuneops_idempotency_key", "")}
+            {
+                "provider": job.provider,
+                "base_model": job.model,
+                "job_id": job.id,
+                "dataset": dataset_ref,
+                "idempotency_key": job.metadata.get("tuneops_idempotency_key", ""),
+            }
         )
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, str(v)) for k, v in params.items() if k not in existing]
-        tags = [RunTag("tuneops.job_id", job.id), RunTag("tuneops.provider", job.provider),
-                RunTag("tuneops.base_model", job.model)]
+        tags = [
+            RunTag("tuneops.job_id", job.id),
+            RunTag("tuneops.provider", job.provider),
+            RunTag("tuneops.base_model", job.model),
+        ]
         now = _ms()
-        metrics = [Metric("estimated_training_tokens", estimate.training_tokens, now, 0),
-                   Metric("estimated_cost_usd", estimate.cost_usd, now, 0)]
+        metrics = [
+            Metric("estimated_training_tokens", estimate.training_tokens, now, 0),
+            Metric("estimated_cost_usd", estimate.cost_usd, now, 0),
+        ]
         self.client.log_batch(self.run_id, metrics=metrics, params=fresh, tags=tags)
 
     def log_events(self, events: list[TrainingEvent]) -> None:
@@ -90,8 +104,10 @@ class FineTuneTracker:
         now = _ms()
         metrics = []
         if job.trained_tokens is not None:
-            metrics = [Metric("trained_tokens", job.trained_tokens, now, 0),
-                       Metric("cost_usd", job.trained_tokens * price_per_million / 1_000_000, now, 0)]
+            metrics = [
+                Metric("trained_tokens", job.trained_tokens, now, 0),
+                Metric("cost_usd", job.trained_tokens * price_per_million / 1_000_000, now, 0),
+            ]
         tags = [RunTag("tuneops.job_status", str(job.status))]
         if job.endpoint_model:
             tags.append(RunTag("tuneops.endpoint_model", job.endpoint_model))

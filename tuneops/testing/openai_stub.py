@@ -236,9 +236,11 @@ class OpenAIStubServer:
         }
 
     def _new_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        hyper = (((body.get("method") or {}).get("supervised") or {}).get("hyperparameters")) or body.get(
-            "hyperparameters"
-        ) or {}
+        hyper = (
+            (((body.get("method") or {}).get("supervised") or {}).get("hyperparameters"))
+            or body.get("hyperparameters")
+            or {}
+        )
         return {
             "id": self.state.next_id("ftjob"),
             "object": "fine_tuning.job",
@@ -266,7 +268,9 @@ class OpenAIStubServer:
             "suffix": body.get("suffix"),
         }
 
-    def _event(self, job_id: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def _event(
+        self, job_id: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         self.state.events.setdefault(job_id, []).append(
             {
                 "object": "fine_tuning.job.event",
@@ -303,8 +307,13 @@ class OpenAIStubServer:
             self._event(
                 job_id,
                 f"Step {step}/{self.steps}: training loss={train_loss}",
-                data={"step": step, "total_steps": self.steps, "train_loss": train_loss,
-                      "valid_loss": round(train_loss * 1.1, 4), "train_mean_token_accuracy": 0.5},
+                data={
+                    "step": step,
+                    "total_steps": self.steps,
+                    "train_loss": train_loss,
+                    "valid_loss": round(train_loss * 1.1, 4),
+                    "train_mean_token_accuracy": 0.5,
+                },
             )
             if step >= self.steps:
                 suffix = job.get("suffix") or ""
@@ -316,7 +325,9 @@ class OpenAIStubServer:
                 )
                 self._event(job_id, "The job has successfully completed")
 
-    def _paginate(self, items: list[dict[str, Any]], query: dict[str, list[str]], default: int) -> dict[str, Any]:
+    def _paginate(
+        self, items: list[dict[str, Any]], query: dict[str, list[str]], default: int
+    ) -> dict[str, Any]:
         limit = int(query.get("limit", [default])[0])
         after = query.get("after", [None])[0]
         if after is not None:
@@ -325,7 +336,9 @@ class OpenAIStubServer:
         page = items[:limit]
         return {"object": "list", "data": page, "has_more": len(items) > limit}
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         """Route one request; returns (status, json body, extra headers)."""
         state = self.state
         if method == "POST" and path == "/files":
@@ -334,7 +347,9 @@ class OpenAIStubServer:
                 return 400, _error("Missing file", "invalid_request_error", None, "file"), {}
             filename, content = files["file"]
             file_id = state.next_id("file")
-            state.files[file_id] = self._file_object(file_id, filename, len(content), fields.get("purpose", ""))
+            state.files[file_id] = self._file_object(
+                file_id, filename, len(content), fields.get("purpose", "")
+            )
             state.file_contents[file_id] = content
             return 200, state.files[file_id], {}
         if method == "GET" and path == "/files":
@@ -348,7 +363,11 @@ class OpenAIStubServer:
         match = re.fullmatch(r"/files/([^/]+)", path)
         if method == "GET" and match:
             found = state.files.get(match.group(1))
-            return (200, found, {}) if found else (404, _error("No such File object", "invalid_request_error"), {})
+            return (
+                (200, found, {})
+                if found
+                else (404, _error("No such File object", "invalid_request_error"), {})
+            )
         if method == "POST" and path == "/fine_tuning/jobs":
             payload = json.loads(body or b"{}")
             problem = self._validate_create(payload)
@@ -359,9 +378,10 @@ class OpenAIStubServer:
             self._event(job["id"], f"Created fine-tuning job: {job['id']}")
             return 200, job, {}
         if method == "GET" and path == "/fine_tuning/jobs":
-            wanted = {k[len("metadata["):-1]: v[0] for k, v in query.items() if k.startswith("metadata[")}
+            wanted = {k[len("metadata[") : -1]: v[0] for k, v in query.items() if k.startswith("metadata[")}
             items = [
-                j for j in sorted(state.jobs.values(), key=lambda j: j["id"], reverse=True)
+                j
+                for j in sorted(state.jobs.values(), key=lambda j: j["id"], reverse=True)
                 if all((j.get("metadata") or {}).get(k) == v for k, v in wanted.items())
             ]
             return 200, self._paginate(items, query, 20), {}
@@ -369,7 +389,11 @@ class OpenAIStubServer:
         if match:
             job = state.jobs.get(match.group(1))
             if job is None:
-                return 404, _error(f"Could not find fine-tune job {match.group(1)}", "invalid_request_error"), {}
+                return (
+                    404,
+                    _error(f"Could not find fine-tune job {match.group(1)}", "invalid_request_error"),
+                    {},
+                )
             action = match.group(2)
             if method == "GET" and action is None:
                 self._advance(job)
@@ -411,7 +435,7 @@ class OpenAIStubServer:
                 if not parts.path.startswith(stub.path_prefix):
                     self._reply(404, _error("Unknown path", "invalid_request_error"), {})
                     return
-                path = parts.path[len(stub.path_prefix):].rstrip("/") or "/"
+                path = parts.path[len(stub.path_prefix) :].rstrip("/") or "/"
                 with stub._seen:
                     stub.state.requests.append((method, path))
                     stub._seen.notify_all()
@@ -478,9 +502,7 @@ def _error(message: str, kind: str, code: str | None = None, param: str | None =
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
     """Parse a multipart/form-data body into (fields, files)."""
-    message = BytesParser(policy=HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     if not message.is_multipart():
@@ -516,8 +538,14 @@ def chat_dataset_version(folder: Any, name: str = "support", rows: int = 12, val
         if count <= 0:
             continue
         lines = [
-            json.dumps({"messages": [{"role": "user", "content": f"{split} question {i}"},
-                                     {"role": "assistant", "content": f"answer {i}"}]})
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"{split} question {i}"},
+                        {"role": "assistant", "content": f"answer {i}"},
+                    ]
+                }
+            )
             for i in range(count)
         ]
         data = ("\n".join(lines) + "\n").encode()
@@ -525,8 +553,13 @@ def chat_dataset_version(folder: Any, name: str = "support", rows: int = 12, val
         path = Path(folder) / f"{split}-{sha[:12]}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        splits[split] = SplitFile(name=split, uri=path.resolve().as_uri(), sha256=sha, rows=count,  # type: ignore[arg-type]
-                                  tokens=10 * count)
+        splits[split] = SplitFile(
+            name=split,
+            uri=path.resolve().as_uri(),
+            sha256=sha,
+            rows=count,  # type: ignore[arg-type]
+            tokens=10 * count,
+        )
         digests.append(sha)
     digest = hashlib.sha256("".join(digests).encode()).hexdigest()
     return DatasetVersion(name=name, digest=digest, uri=Path(folder).resolve().as_uri(), splits=splits)

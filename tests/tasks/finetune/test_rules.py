@@ -10,14 +10,14 @@ from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
 
 from tuneops.errors import BudgetExceededError
 
-KEY_ARGS = dict(
-    dataset_digests={"train": "a" * 64, "validation": "b" * 64},
-    base_model="tuneops-tiny",
-    hyperparameters={"n_epochs": 2},
-    model_name="support-bot",
-    suffix="v1",
-    seed=42,
-)
+KEY_ARGS = {
+    "dataset_digests": {"train": "a" * 64, "validation": "b" * 64},
+    "base_model": "tuneops-tiny",
+    "hyperparameters": {"n_epochs": 2},
+    "model_name": "support-bot",
+    "suffix": "v1",
+    "seed": 42,
+}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,9 @@ def test_only_final_states_are_terminal_and_only_succeeded_is_success(status: Jo
 
 def test_idempotency_key_is_stable_and_fits_metadata() -> None:
     key = rules.idempotency_key(**KEY_ARGS)
-    assert key == rules.idempotency_key(**{**KEY_ARGS, "dataset_digests": {"validation": "b" * 64, "train": "a" * 64}})
+    assert key == rules.idempotency_key(
+        **{**KEY_ARGS, "dataset_digests": {"validation": "b" * 64, "train": "a" * 64}}
+    )
     assert len(key) == 64 and len(rules.IDEMPOTENCY_METADATA_KEY) <= 64
 
 
@@ -80,13 +82,22 @@ def test_attempt_starts_at_one() -> None:
 
 
 def _job(job_id: str, status: JobStatus, key: str = "k", created: int = 1) -> FineTuneJob:
-    return FineTuneJob(id=job_id, status=status, provider="openai", model="m", created_at=created,
-                       metadata={rules.IDEMPOTENCY_METADATA_KEY: key})
+    return FineTuneJob(
+        id=job_id,
+        status=status,
+        provider="openai",
+        model="m",
+        created_at=created,
+        metadata={rules.IDEMPOTENCY_METADATA_KEY: key},
+    )
 
 
 def test_reconcile_prefers_succeeded_then_live_newest_first() -> None:
-    jobs = [_job("a", JobStatus.RUNNING, created=5), _job("b", JobStatus.SUCCEEDED, created=1),
-            _job("c", JobStatus.FAILED, created=9)]
+    jobs = [
+        _job("a", JobStatus.RUNNING, created=5),
+        _job("b", JobStatus.SUCCEEDED, created=1),
+        _job("c", JobStatus.FAILED, created=9),
+    ]
     assert rules.reconcile(jobs, "k").reuse.id == "b"
     live = [_job("a", JobStatus.QUEUED, created=1), _job("d", JobStatus.PENDING, created=3)]
     assert rules.reconcile(live, "k").reuse.id == "d"
@@ -118,7 +129,9 @@ def test_retry_after_is_a_floor_within_limits() -> None:
 
 
 @given(st.integers(1, 50), st.one_of(st.none(), st.floats(0, 10_000)))
-def test_retry_delay_is_always_bounded_and_honours_retry_after(attempt: int, retry_after: float | None) -> None:
+def test_retry_delay_is_always_bounded_and_honours_retry_after(
+    attempt: int, retry_after: float | None
+) -> None:
     policy = rules.RetryPolicy()
     delay = rules.retry_delay(policy, attempt, retry_after)
     assert 0 < delay <= max(policy.max_delay, policy.max_retry_after)
@@ -141,7 +154,11 @@ def test_cost_estimate_counts_epochs_and_assumes_auto() -> None:
     fixed = rules.estimate_cost(1000, 2, price_per_million=8.0)
     assert (fixed.training_tokens, fixed.epochs_assumed, fixed.cost_usd) == (2000, False, 0.016)
     auto = rules.estimate_cost(1000, "auto", price_per_million=0)
-    assert (auto.epochs, auto.training_tokens, auto.epochs_assumed) == (rules.AUTO_EPOCHS_ESTIMATE, 3000, True)
+    assert (auto.epochs, auto.training_tokens, auto.epochs_assumed) == (
+        rules.AUTO_EPOCHS_ESTIMATE,
+        3000,
+        True,
+    )
 
 
 def test_budget_guard_refuses_with_a_clear_message() -> None:

@@ -1,0 +1,112 @@
+"""Following a job to its end and recording it in a real MLflow store (SQLite in tmp_path).
+
+The provider here is ``OpenAIStubServer``: a real HTTP server speaking OpenAI's documented
+fine-tuning protocol through the official SDK, standing in for the cloud that can't be reached
+from here (and can't be told to fail on cue).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy
+from tuneops.tasks.finetune.tasks import submit_job_for, wait_for_job
+from tuneops.tasks.finetune.tracking import LOSS_CURVE_ARTIFACT
+from tuneops.tasks.finetune.types import JobStatus
+
+from tuneops.errors import FineTuneFailedError, ProviderError, TransientProviderError
+from tuneops.testing.openai_stub import Fault, OpenAIStubServer
+
+FAST_POLL = PollPolicy(initial=0.01, max_interval=0.02)
+FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
+
+
+def _run(settings):
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name("support-bot")
+    [run] = client.search_runs([experiment.experiment_id])
+    return client, run
+
+
+def test_job_is_followed_to_success_with_loss_curves_cost_and_png(
+    stub, make_spec, settings, dataset, provider
+) -> None:
+    spec = make_spec(price_per_million_training_tokens=8.0)
+    job = submit_job_for(spec, settings, dataset, provider=provider, retry=FAST)
+    done = wait_for_job(spec, settings, job, provider=provider, poll=FAST_POLL, estimate_from=dataset)
+    assert done.status is JobStatus.SUCCEEDED and done.fine_tuned_model.startswith("ft:gpt-4o-mini")
+    assert done.endpoint_model == done.fine_tuned_model and done.trained_tokens == 3000
+
+    client, run = _run(settings)
+    train = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in sorted(train, key=lambda m: m.step)] == [1, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "valid_loss")) == 3
+    metrics = run.data.metrics
+    assert metrics["trained_tokens"] == 3000 and metrics["cost_usd"] == pytest.approx(0.024)
+    assert metrics["estimated_training_tokens"] == 240
+    assert run.data.params["hp.n_epochs"] == "2" and run.data.params["job_id"] == job.id
+    assert run.data.tags["tuneops.fine_tuned_model"] == done.fine_tuned_model
+    png = Path(client.download_artifacts(run.info.run_id, LOSS_CURVE_ARTIFACT, str(settings.project_dir)))
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_polling_survives_rate_limits_resets_and_server_errors(
+    stub, make_spec, settings, dataset, provider
+) -> None:
+    spec = make_spec()
+    job = submit_job_for(spec, settings, dataset, provider=provider, retry=FAST)
+    stub.inject("GET", r"^/fine_tuning/jobs/[^/]+$", Fault.server_error(500))
+    stub.inject("GET", r"/events$", Fault.connection_reset())
+    stub.inject("GET", r"^/fine_tuning/jobs/[^/]+$", Fault.rate_limited(retry_after=1))
+    done = wait_for_job(spec, settings, job, provider=provider, poll=FAST_POLL, retry=FAST)
+    assert done.status is JobStatus.SUCCEEDED and stub.job_count == 1
+
+
+def test_polling_gives_up_after_its_budget_with_a_resume_hint(
+    stub, make_spec, settings, dataset, provider
+) -> None:
+    spec = make_spec()
+    job = submit_job_for(spec, settings, dataset, provider=provider, retry=FAST)
+    stub.inject("GET", r"^/fine_tuning/jobs/[^/]+$", Fault.server_error(500), times=100)
+    with pytest.raises(TransientProviderError) as caught:
+        wait_for_job(spec, settings, job, provider=provider, poll=FAST_POLL, retry=FAST)
+    assert "gave up after 4 failed polls" in caught.value.one_line()
+    assert "re-run to resume waiting" in caught.value.one_line()
+
+
+def test_a_failed_job_raises_with_the_providers_reason(make_spec, settings, dataset) -> None:
+    reason = "training file has 12 examples with no assistant message"
+    with OpenAIStubServer(fail_jobs_with=reason) as failing:
+        adapter = OpenAICompatibleProvider(kind="openai", base_url=failing.base_url, api_key="unused")
+        spec = make_spec()
+        job = submit_job_for(spec, settings, dataset, provider=adapter, retry=FAST)
+        with pytest.raises(FineTuneFailedError) as caught:
+            wait_for_job(spec, settings, job, provider=adapter, poll=FAST_POLL)
+        adapter.close()
+    assert reason in caught.value.message and job.id in caught.value.message
+    _, run = _run(settings)
+    assert run.data.tags["tuneops.job_status"] == "failed"
+
+
+def test_a_timeout_while_waiting_says_how_to_resume(stub, make_spec, settings, dataset, provider) -> None:
+    spec = make_spec()
+    job = submit_job_for(spec, settings, dataset, provider=provider, retry=FAST)
+    stub.hold()
+    with pytest.raises(ProviderError) as caught:
+        wait_for_job(spec, settings, job, provider=provider, poll=PollPolicy(initial=0.01, timeout=0.2))
+    assert "re-run the same command to resume" in caught.value.one_line()
+    assert stub.job_count == 1
+
+
+def test_resumed_wait_does_not_log_steps_twice(stub, make_spec, settings, dataset, provider) -> None:
+    spec = make_spec()
+    job = submit_job_for(spec, settings, dataset, provider=provider, retry=FAST)
+    wait_for_job(spec, settings, job, provider=provider, poll=FAST_POLL)
+    _, run = _run(settings)
+    wait_for_job(spec, settings, job, provider=provider, poll=FAST_POLL, run_id=run.info.run_id)
+    client, run = _run(settings)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3]
