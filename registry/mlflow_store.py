@@ -8,6 +8,7 @@ only switched, and restored, around the few fluent calls that have no client for
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ class RunInput:
     source: str
     source_type: str
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source_uri(self) -> str:
+        """The store URI inside MLflow's JSON source description (``{"uri": ...}``)."""
+        try:
+            parsed = json.loads(self.source)
+        except ValueError:
+            return self.source
+        if isinstance(parsed, dict):
+            return str(parsed.get("uri") or parsed.get("url") or self.source)
+        return self.source
 
 
 @dataclass(frozen=True)

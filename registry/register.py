@@ -25,6 +25,7 @@ from tuneops.registry.conventions import (
 )
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.types import DatasetLink, RegisteredVersion, RegistrationRequest
+from tuneops.tasks.data.types import DatasetVersion
 
 TAG_MODEL_URI = "tuneops.model_uri"
 TAG_MODEL_ID = "tuneops.model_id"
@@ -36,6 +37,23 @@ _SPLIT_CONTEXT = {"train": "training", "validation": "validation", "test": "test
 def mlflow_digest(sha256: str) -> str:
     """The digest as MLflow can store it: the sha256's first 36 hex digits (full one in a tag)."""
     return sha256[:MLFLOW_DIGEST_MAX]
+
+
+def links_from_version(version: DatasetVersion) -> tuple[DatasetLink, ...]:
+    """The dataset links of a data-stage ``DatasetVersion``, one per split it has."""
+    return tuple(
+        DatasetLink(
+            split=split.name,
+            digest=split.sha256,
+            uri=split.uri,
+            dataset_name=version.name,
+            version_digest=version.digest,
+            version_uri=version.uri,
+            rows=split.rows,
+            tokens=split.tokens,
+        )
+        for split in version.splits.values()
+    )
 
 
 def model_config(request: RegistrationRequest) -> dict[str, Any]:

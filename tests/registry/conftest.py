@@ -7,7 +7,6 @@ lineage can be tested without waiting for the other stages.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
-from tuneops.registry.register import register_model
+from tuneops.registry.register import links_from_version, register_model
 from tuneops.registry.types import DatasetLink, RegisteredVersion, RegistrationRequest
 
 
@@ -105,52 +104,35 @@ class BuiltVersion:
 
 
 def write_dataset(root: Path, name: str, seed: str) -> tuple[tuple[DatasetLink, ...], dict[str, Any]]:
-    """A content-addressed dataset version with a manifest, as the data stage stores it."""
-    splits = {}
-    for split, rows in (("train", 12), ("validation", 3), ("test", 3)):
+    """Version a small chat dataset with the real data stage into a ``file://`` store."""
+    from tuneops.tasks.data.store import open_store
+    from tuneops.tasks.data.version import DatasetSources, version_files
+
+    files = {}
+    for split, rows in (("train", 20), ("validation", 4), ("test", 4)):
+        path = root / "input" / seed / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             json.dumps(
                 {
                     "messages": [
-                        {"role": "user", "content": f"{seed} q{i}"},
-                        {"role": "assistant", "content": f"a{i}"},
+                        {"role": "user", "content": f"{seed} {split} question {i}?"},
+                        {"role": "assistant", "content": f"answer {i}."},
                     ]
                 }
             )
             for i in range(rows)
         ]
-        splits[split] = ("\n".join(lines) + "\n").encode()
-    version_digest = hashlib.sha256(b"".join(splits.values())).hexdigest()
-    folder = root / "datasets" / name / version_digest
-    folder.mkdir(parents=True, exist_ok=True)
-    links = []
-    manifest: dict[str, Any] = {
-        "name": name,
-        "digest": version_digest,
-        "split_seed": 42,
-        "splits": {},
-        "validation": {"errors": 0, "warnings": 1, "checked_rows": 18},
-    }
-    for split, data in splits.items():
-        path = folder / f"{split}.jsonl"
-        path.write_bytes(data)
-        sha = hashlib.sha256(data).hexdigest()
-        rows = data.count(b"\n")
-        manifest["splits"][split] = {"sha256": sha, "rows": rows, "tokens": rows * 7}
-        links.append(
-            DatasetLink(
-                split=split,
-                digest=sha,
-                uri=path.as_uri(),
-                dataset_name=name,
-                version_digest=version_digest,
-                version_uri=folder.as_uri(),
-                rows=rows,
-                tokens=rows * 7,
-            )
-        )
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return tuple(links), manifest
+        path.write_text("\n".join(lines) + "\n")
+        files[split] = path
+    version = version_files(
+        DatasetSources(train=files["train"], validation=files["validation"], test=files["test"]),
+        name=name,
+        store=open_store((root / "store").as_uri()),
+        home=root / "home",
+        workers=1,
+    )
+    return links_from_version(version), version.manifest
 
 
 @pytest.fixture

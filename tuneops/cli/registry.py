@@ -1,9 +1,170 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""Registry commands: ``promote``, ``lineage``, ``ledger`` and ``registry reconcile``.
+
+Every command reconciles first, so alias moves made in the MLflow UI since the last look reach
+the ledger before anything is decided or shown.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, err_console, settings_for
+from tuneops.errors import UsageError
+from tuneops.settings import TuneopsSettings
+
+
+@contextmanager
+def _registry(spec: Path) -> Iterator[tuple[Any, Any, TuneopsSettings]]:
+    """The MLflow adapter and the ledger for the project of ``spec`` (imported lazily: MLflow is slow)."""
+    from tuneops.registry.ledger import Ledger
+    from tuneops.registry.mlflow_store import RegistryStore
+
+    settings = settings_for(spec)
+    assert settings.state_db_url is not None
+    ledger = Ledger.open(settings.state_db_url)
+    try:
+        yield RegistryStore.from_settings(settings), ledger, settings
+    finally:
+        ledger.close()
+
+
+def parse_at(text: str) -> datetime:
+    """An ISO 8601 date or timestamp; without a zone it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise UsageError(
+            f"--at {text!r}: not an ISO 8601 time", hint="e.g. --at 2026-11-20T14:00:00Z or --at 2026-11-20"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _manifest_reader(settings: TuneopsSettings) -> Any:
+    def read(version_uri: str) -> dict[str, Any]:
+        from tuneops.tasks.data.store import open_store
+
+        store = open_store(version_uri, s3_endpoint_url=settings.s3_endpoint_url)
+        return dict(json.loads(store.read_bytes("manifest.json")))
+
+    return read
+
+
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name (the spec's model.name).")],
+    version: Annotated[str, typer.Argument(help="Model version number to promote.")],
+    alias: Annotated[str, typer.Option("--alias", help="champion or challenger.")] = "challenger",
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the promotion ledger.")] = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a champion whose quality gate failed.")
+    ] = False,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Move an alias to a model version; moving champion keeps the old one as previous."""
+    from tuneops.registry.promotion import promote as do_promote
+
+    with _registry(spec) as (store, ledger, _):
+        result = do_promote(store, ledger, name, version, alias, reason=reason, force=force)
+    for entry in result.reconciled:
+        err_console.print(
+            f"[yellow]observed[/yellow] {entry.alias}: {entry.from_version} -> {entry.to_version} "
+            "(moved outside tuneops; now in the ledger)"
+        )
+    if not result.changed:
+        console.print(f"{name}@{alias} is already version {version}; nothing changed")
+        return
+    for move in result.moves:
+        console.print(
+            f"{name}@{move.alias}: {move.from_version or '(unset)'} -> {move.to_version or '(unset)'}"
+        )
+
+
+def lineage(
+    ref: Annotated[
+        str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone means @champion).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stable JSON form.")] = False,
+    at: Annotated[str | None, typer.Option("--at", help="Which version held the alias at this time.")] = None,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Show how a model version was made: job, data, evaluation, flow run and alias history."""
+    from tuneops.registry.conventions import parse_model_ref
+    from tuneops.registry.lineage import build_lineage
+    from tuneops.registry.promotion import reconcile
+    from tuneops.registry.render import lineage_tree
+
+    parsed = parse_model_ref(ref)
+    if parsed is None:
+        raise UsageError(f"{ref!r} is not a model reference", hint="use NAME, NAME@ALIAS or NAME/VERSION")
+    when = parse_at(at) if at else None
+    with _registry(spec) as (store, ledger, settings):
+        reconcile(store, ledger, parsed.name)
+        result = build_lineage(store, ledger, parsed, at=when, read_manifest=_manifest_reader(settings))
+    if as_json:
+        typer.echo(json.dumps(result.to_json_dict(), indent=2, sort_keys=True))
+        return
+    console.print(
+        lineage_tree(result, mlflow_ui_url=settings.mlflow_ui_url, prefect_ui_url=settings.prefect_ui_url)
+    )
+
+
+def ledger(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Show the promotion ledger of a model (every alias move, oldest first)."""
+    from dataclasses import asdict
+
+    from tuneops.registry.promotion import reconcile
+    from tuneops.registry.render import ledger_table
+
+    with _registry(spec) as (store, led, _):
+        reconcile(store, led, name)
+        entries = led.history(name)
+    if as_json:
+        rows = [{**asdict(e), "at": e.at.isoformat()} for e in entries]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console.print(ledger_table(name, entries))
+
+
+registry_app = typer.Typer(
+    help="Registry maintenance: reconcile the ledger with MLflow.", no_args_is_help=True
+)
+
+
+@registry_app.command("reconcile")
+def reconcile_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to reconcile (default: the spec's model).")
+    ] = None,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Record alias moves made outside tuneops (MLflow UI/API) in the promotion ledger."""
+    from tuneops.registry.promotion import reconcile
+    from tuneops.spec import load_spec
+
+    if not names:
+        names = [load_spec(spec)[0].model.name]
+    with _registry(spec) as (store, led, _):
+        for name in names:
+            found = reconcile(store, led, name)
+            for entry in found:
+                console.print(f"{name}@{entry.alias}: {entry.from_version} -> {entry.to_version} (observed)")
+            if not found:
+                console.print(f"{name}: ledger up to date")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("promote")(promote)
+    app.command("lineage")(lineage)
+    app.command("ledger")(ledger)
+    app.add_typer(registry_app, name="registry")

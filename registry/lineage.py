@@ -1,0 +1,315 @@
+"""Lineage: from an alias (or version) down to the data, the job, the evaluation and the ledger.
+
+The chain is read from the version's ``tuneops.*`` tags, the registration run (dataset
+inputs), the fine-tune run (params, metrics), the evaluation run (metrics, gate tags), the
+dataset manifest in the data store when it can be reached, and the promotion ledger. A link
+that cannot be followed is reported in ``warnings`` rather than failing the whole answer: an
+audit of a half-broken state must still show what is known.
+
+The JSON form (``Lineage.to_json_dict``) is a stable interface, documented in
+``docs/lineage-json.md``; bump ``SCHEMA_VERSION`` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tuneops.registry import conventions as c
+from tuneops.registry.ledger import Ledger, utcnow
+from tuneops.registry.mlflow_store import RegistryStore, RunSummary
+from tuneops.registry.register import TAG_SHA256
+from tuneops.registry.types import LedgerEntry, RegisteredVersion
+
+from tuneops.errors import RegistryError, StoreError, UsageError, VersionNotFoundError
+
+SCHEMA_VERSION = 1
+ManifestReader = Callable[[str], dict[str, Any]]
+"""dataset version URI (its folder in the store) -> manifest dict; raises StoreError when unreachable."""
+
+
+@dataclass(frozen=True)
+class FineTuneJob:
+    job_id: str
+    provider: str | None
+    base_model: str | None
+    endpoint_model: str | None
+    endpoint_base_url: str | None
+    hyperparameters: dict[str, Any]
+    trained_tokens: int | None
+    estimated_cost: float | None
+    run_id: str | None
+    run_params: dict[str, str]
+    run_metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    split: str
+    sha256: str
+    uri: str | None
+    rows: int | None
+    tokens: int | None
+
+
+@dataclass(frozen=True)
+class DatasetLineage:
+    name: str | None
+    digest: str | None
+    uri: str | None
+    splits: list[DatasetSplit]
+    rows: int | None
+    tokens: int | None
+    validation_report: dict[str, Any] | None
+    manifest_found: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    run_id: str | None
+    metrics: dict[str, float]
+    gate: str | None
+    gate_reasons: list[str]
+    run_tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The whole chain for one model version, as ``tuneops lineage`` shows it."""
+
+    model: str
+    ref: str
+    alias: str | None
+    at: datetime | None
+    version: str
+    version_aliases: list[str]
+    version_created_at: datetime | None
+    description: str
+    source: str
+    registration_run_id: str | None
+    finetune: FineTuneJob
+    dataset: DatasetLineage
+    evaluation: Evaluation
+    flow_run_id: str | None
+    ledger: list[LedgerEntry]
+    generated_at: datetime
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The documented, stable JSON form (see docs/lineage-json.md)."""
+        data = asdict(self)
+        data = {"schema_version": SCHEMA_VERSION, **data}
+        return json.loads(json.dumps(data, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_tag(value: str | None, default: Any) -> Any:
+    if not value:
+        return default
+    try:
+        return json.loads(value)
+    except ValueError:
+        return default
+
+
+def resolve_version(
+    store: RegistryStore, ledger: Ledger, ref: c.ModelRef, at: datetime | None
+) -> tuple[RegisteredVersion, str | None]:
+    """The version a reference names (at ``at``, from the ledger) and the alias it came through.
+
+    Raises:
+        UsageError: ``--at`` combined with an explicit version.
+        VersionNotFoundError: nothing held the alias (at that time) or no such version.
+    """
+    if ref.version is not None:
+        if at is not None:
+            raise UsageError("--at needs an alias (NAME@ALIAS), not a version number")
+        return store.get_version(ref.name, ref.version), None
+    alias = ref.alias or c.CHAMPION
+    if at is None:
+        try:
+            return store.version_by_alias(ref.name, alias), alias
+        except VersionNotFoundError as exc:
+            raise VersionNotFoundError(
+                f"{ref.name}@{alias} is not set",
+                hint=f"promote a version: tuneops promote {ref.name} VERSION",
+            ) from exc
+    history = ledger.history(ref.name, alias)
+    held = c.version_at(history, alias, at)
+    if held is None:
+        first = history[0].at.isoformat() if history else None
+        raise VersionNotFoundError(
+            f"{ref.name}@{alias} was not set at {at.isoformat()} according to the promotion ledger",
+            hint=f"the ledger's first {alias} entry is at {first}"
+            if first
+            else "the ledger has no entry for it",
+        )
+    return store.get_version(ref.name, held), alias
+
+
+def build_lineage(
+    store: RegistryStore,
+    ledger: Ledger,
+    ref: c.ModelRef,
+    *,
+    at: datetime | None = None,
+    read_manifest: ManifestReader | None = None,
+) -> Lineage:
+    """Follow every link from ``ref`` and return the typed lineage tree."""
+    version, alias = resolve_version(store, ledger, ref, at)
+    tags = version.tags
+    warnings: list[str] = []
+
+    def run_or_warn(run_id: str | None, what: str) -> RunSummary | None:
+        if not run_id:
+            warnings.append(f"no {what} run recorded on the version")
+            return None
+        try:
+            return store.get_run(run_id)
+        except RegistryError as exc:
+            warnings.append(f"{what} run {run_id} unreachable: {exc.one_line()}")
+            return None
+
+    registration = run_or_warn(version.run_id, "registration")
+    finetune_run = run_or_warn(
+        tags.get(c.TAG_FINETUNE_RUN_ID)
+        or (registration.tags.get(c.TAG_FINETUNE_RUN_ID) if registration else None),
+        "fine-tune",
+    )
+    eval_run = run_or_warn(tags.get(c.TAG_EVAL_RUN_ID), "evaluation")
+    if ref.alias or at is not None:
+        history = ledger.history(ref.name, alias)
+    else:
+        history = [e for e in ledger.history(ref.name) if version.version in (e.to_version, e.from_version)]
+    return Lineage(
+        model=ref.name,
+        ref=f"{ref.name}@{alias}" if alias else f"{ref.name}/{version.version}",
+        alias=alias,
+        at=at,
+        version=version.version,
+        version_aliases=sorted(version.aliases),
+        version_created_at=version.created_at,
+        description=version.description,
+        source=version.source,
+        registration_run_id=version.run_id,
+        finetune=_finetune(tags, finetune_run),
+        dataset=_dataset(tags, registration, read_manifest, warnings),
+        evaluation=_evaluation(tags, eval_run),
+        flow_run_id=tags.get(c.TAG_FLOW_RUN_ID),
+        ledger=history,
+        generated_at=utcnow(),
+        warnings=warnings,
+    )
+
+
+def _finetune(tags: dict[str, str], run: RunSummary | None) -> FineTuneJob:
+    metrics = run.metrics if run else {}
+    hyperparameters = _json_tag(tags.get(c.TAG_HYPERPARAMETERS), {})
+    return FineTuneJob(
+        job_id=tags.get(c.TAG_JOB_ID, ""),
+        provider=tags.get(c.TAG_PROVIDER),
+        base_model=tags.get(c.TAG_BASE_MODEL),
+        endpoint_model=tags.get(c.TAG_ENDPOINT_MODEL),
+        endpoint_base_url=tags.get(c.TAG_ENDPOINT_BASE_URL),
+        hyperparameters=hyperparameters or (dict(run.params) if run else {}),
+        trained_tokens=_int(tags.get(c.TAG_TRAINED_TOKENS)) or _int(metrics.get("trained_tokens")),
+        estimated_cost=_float(tags.get(c.TAG_ESTIMATED_COST)),
+        run_id=run.run_id if run else tags.get(c.TAG_FINETUNE_RUN_ID),
+        run_params=dict(run.params) if run else {},
+        run_metrics=dict(metrics),
+    )
+
+
+def _dataset(
+    tags: dict[str, str],
+    registration: RunSummary | None,
+    read_manifest: ManifestReader | None,
+    warnings: list[str],
+) -> DatasetLineage:
+    inputs = {i.tags.get("tuneops.split", i.name): i for i in (registration.inputs if registration else ())}
+    any_input = next(iter(inputs.values()), None)
+    name = any_input.name.rsplit("-", 1)[0] if any_input else None
+    version_digest = any_input.tags.get("tuneops.version_digest") if any_input else None
+    version_uri = any_input.tags.get("tuneops.version_uri") if any_input else None
+    manifest: dict[str, Any] | None = None
+    if read_manifest and version_uri:
+        try:
+            manifest = read_manifest(version_uri)
+        except (StoreError, UsageError, OSError, ValueError) as exc:
+            warnings.append(f"dataset manifest {name}@{version_digest} unreachable: {exc}")
+    manifest_splits = (manifest or {}).get("splits", {})
+    splits = []
+    for split in ("train", "validation", "test"):
+        digest = tags.get(f"{c.TAG_PREFIX}{split}_digest")
+        found = inputs.get(split)
+        if digest is None and found is None:
+            continue
+        info = manifest_splits.get(split, {})
+        sha = digest or (found.tags.get(TAG_SHA256, found.digest) if found else "")
+        if info.get("sha256") and info["sha256"] != sha:
+            warnings.append(f"{split}: version tag digest {sha} differs from the manifest's {info['sha256']}")
+        splits.append(
+            DatasetSplit(
+                split=split,
+                sha256=sha,
+                uri=found.source_uri if found else None,
+                rows=_int(info.get("rows"))
+                if info
+                else _int(found.tags.get("tuneops.rows") if found else None),
+                tokens=_int(info.get("tokens"))
+                if info
+                else _int(found.tags.get("tuneops.tokens") if found else None),
+            )
+        )
+    if read_manifest and registration and not version_uri:
+        warnings.append("dataset version URI not recorded on the registration run; manifest not read")
+    return DatasetLineage(
+        name=name,
+        digest=version_digest,
+        uri=version_uri,
+        splits=splits,
+        rows=_int((manifest or {}).get("rows")) or _sum([s.rows for s in splits]),
+        tokens=_int((manifest or {}).get("tokens")) or _sum([s.tokens for s in splits]),
+        validation_report=(manifest or {}).get("validation_report") or (manifest or {}).get("validation"),
+        manifest_found=manifest is not None,
+    )
+
+
+def _sum(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _evaluation(tags: dict[str, str], run: RunSummary | None) -> Evaluation:
+    run_tags = {k: v for k, v in (run.tags if run else {}).items() if k.startswith(c.TAG_PREFIX)}
+    gate = tags.get(c.TAG_GATE) or run_tags.get(c.TAG_GATE)
+    reasons = _json_tag(tags.get(c.TAG_GATE_REASONS) or run_tags.get(c.TAG_GATE_REASONS), [])
+    return Evaluation(
+        run_id=run.run_id if run else tags.get(c.TAG_EVAL_RUN_ID),
+        metrics=dict(sorted((run.metrics if run else {}).items())),
+        gate=gate,
+        gate_reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)],
+        run_tags=run_tags,
+    )

@@ -1,0 +1,114 @@
+"""Human renderings of lineage and the ledger (rich); the JSON form lives on ``Lineage`` itself."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+from tuneops.registry.lineage import Lineage
+from tuneops.registry.types import LedgerEntry
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
+
+
+def _v(version: str | None) -> str:
+    return version if version is not None else "(unset)"
+
+
+def lineage_tree(
+    lineage: Lineage, *, mlflow_ui_url: str | None = None, prefect_ui_url: str | None = None
+) -> Tree:
+    """The lineage as a tree, top to bottom in the order the question is asked."""
+    head = f"[bold]{escape(lineage.ref)}[/bold]"
+    if lineage.at:
+        head += f" at {_when(lineage.at)}"
+    root = Tree(head)
+    version = root.add(
+        f"version [bold]{lineage.version}[/bold]  aliases now: {', '.join(lineage.version_aliases) or '-'}"
+        f"  registered {_when(lineage.version_created_at)}"
+    )
+    if mlflow_ui_url:
+        version.add(
+            f"MLflow: {mlflow_ui_url.rstrip('/')}/#/models/{lineage.model}/versions/{lineage.version}"
+        )
+    ft = lineage.finetune
+    job = version.add(f"fine-tune job [bold]{escape(ft.job_id or '?')}[/bold] ({escape(ft.provider or '?')})")
+    job.add(
+        f"base model: {escape(ft.base_model or '?')}  ->  endpoint model: {escape(ft.endpoint_model or '?')}"
+    )
+    job.add(f"hyperparameters: {escape(_kv(ft.hyperparameters))}")
+    cost = f"{ft.estimated_cost:.4f}" if ft.estimated_cost is not None else "?"
+    job.add(
+        f"trained tokens: {ft.trained_tokens if ft.trained_tokens is not None else '?'}  estimated cost: {cost}"
+    )
+    if ft.run_id:
+        job.add(f"MLflow run: {ft.run_id}")
+    ds = lineage.dataset
+    data = job.add(
+        f"dataset [bold]{escape(ds.name or '?')}@{(ds.digest or '?')[:12]}[/bold]"
+        f"  rows: {ds.rows if ds.rows is not None else '?'}  tokens: {ds.tokens if ds.tokens is not None else '?'}"
+    )
+    if ds.uri:
+        data.add(f"store: {escape(ds.uri)}")
+    for split in ds.splits:
+        data.add(
+            f"{split.split}: sha256 {split.sha256[:16]}…  rows {split.rows if split.rows is not None else '?'}"
+            f"  tokens {split.tokens if split.tokens is not None else '?'}  {escape(split.uri or '')}"
+        )
+    if ds.validation_report:
+        data.add(f"validation report: {escape(json.dumps(ds.validation_report, sort_keys=True)[:300])}")
+    ev = lineage.evaluation
+    colour = {"passed": "green", "failed": "red"}.get(ev.gate or "", "yellow")
+    evaluation = version.add(
+        f"evaluation run {escape(ev.run_id or '?')}  gate: [{colour}]{escape(ev.gate or 'not recorded')}[/{colour}]"
+    )
+    for reason in ev.gate_reasons:
+        evaluation.add(f"reason: {escape(reason)}")
+    if ev.metrics:
+        evaluation.add(f"metrics: {escape(_kv({k: round(v, 4) for k, v in ev.metrics.items()}))}")
+    flow = lineage.flow_run_id or "not recorded"
+    flow_node = version.add(f"Prefect flow run: {escape(flow)}")
+    if prefect_ui_url and lineage.flow_run_id:
+        flow_node.add(f"{prefect_ui_url.rstrip('/')}/runs/flow-run/{lineage.flow_run_id}")
+    history = root.add(f"ledger ({len(lineage.ledger)} entries)")
+    for entry in lineage.ledger:
+        history.add(_entry_line(entry))
+    for warning in lineage.warnings:
+        root.add(f"[yellow]warning:[/yellow] {escape(warning)}")
+    return root
+
+
+def _entry_line(entry: LedgerEntry) -> str:
+    return (
+        f"{_when(entry.at)}  {escape(entry.alias)}: {_v(entry.from_version)} -> {_v(entry.to_version)}"
+        f"  by {escape(entry.actor)} ({entry.source})  {escape(entry.reason)}"
+    )
+
+
+def ledger_table(model: str, entries: list[LedgerEntry]) -> Table:
+    """The ledger of one model, oldest first."""
+    table = Table(title=f"promotion ledger of {model}")
+    for column in ("#", "at (UTC)", "alias", "from", "to", "actor", "source", "reason"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            _when(e.at),
+            e.alias,
+            _v(e.from_version),
+            _v(e.to_version),
+            escape(e.actor),
+            e.source,
+            escape(e.reason),
+        )
+    return table
