@@ -163,15 +163,14 @@ def _chunks(
 
 
 def _looks_binary(head: bytes) -> bool:
+    """NUL bytes, or mostly undecodable bytes, in the first block: not text at all.
+
+    A few bad bytes are reported per line as ``not_utf8`` instead.
+    """
     if b"\x00" in head:
         return True
-    for trim in range(4):  # a multi-byte character may be cut at the sniff boundary
-        try:
-            head[: len(head) - trim].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        return False
-    return True
+    undecodable = head.decode("utf-8", errors="replace").count("\ufffd")
+    return undecodable > max(8, len(head) // 20)
 
 
 @cache
