@@ -56,24 +56,24 @@ def test_valid_file_has_no_problems_and_token_stats(tmp_path: Path):
         ),
         ('{"messages": [{"role": "user", "content": "x"}]}', "missing_assistant"),
         (
-            '{"messages": [{"role": "user", "content": "x", "mood": 1}, {"role": "assistant", "content": "y"}]}',
+            '{"messages": [{"role": "user", "content": "x", "mood": 1}, {"role": "assistant", "content": "y"}]}',  # noqa: E501
             "unknown_message_key",
         ),
         (
-            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "extra": 1}',
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "extra": 1}',  # noqa: E501
             "unknown_key",
         ),
         (
-            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]}',
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]}',  # noqa: E501
             "invalid_weight",
         ),
         (
-            '{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "r", "tool_call_id": "c"},'
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "r", "tool_call_id": "c"},'  # noqa: E501
             ' {"role": "assistant", "content": "y"}]}',
             "invalid_tool_message",
         ),
         (
-            '{"messages": [{"role": "user", "content": [{"type": "audio"}]}, {"role": "assistant", "content": "y"}]}',
+            '{"messages": [{"role": "user", "content": [{"type": "audio"}]}, {"role": "assistant", "content": "y"}]}',  # noqa: E501
             "invalid_content",
         ),
         ("", "blank_line"),
