@@ -8,9 +8,6 @@ too; transient errors are retried inside, with a look before every retry of a cr
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tuneops.tasks.data.types import DatasetVersion
@@ -42,13 +39,12 @@ def submit_job_for(
     """Plain-function form of ``submit_finetune`` (no Prefect), for tests and other callers."""
     chosen = _provider(spec, settings, provider)
     try:
-        with tempfile.TemporaryDirectory(prefix="tuneops-ft-") as scratch:
-            paths = {
-                split: local_split_path(dataset, split, settings, Path(scratch))
-                for split in TRAINED_SPLITS
-                if dataset.split(split) is not None  # type: ignore[arg-type]
-            }
-            return submit_job(chosen, spec, dataset, paths, attempt=attempt, policy=retry)
+        paths = {
+            split: local_split_path(dataset, split, settings)
+            for split in TRAINED_SPLITS
+            if dataset.split(split) is not None  # type: ignore[arg-type]
+        }
+        return submit_job(chosen, spec, dataset, paths, attempt=attempt, policy=retry)
     finally:
         if provider is None:
             chosen.close()

@@ -7,9 +7,8 @@ because the real one can't be reached from here and can't be made to fail on cue
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from tuneops.tasks.finetune.dataset import local_split_path
 from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
 from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, RetryPolicy
 from tuneops.tasks.finetune.tasks import submit_job_for
@@ -31,8 +30,8 @@ FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> TuneopsSettings:
-    return TuneopsSettings(project_dir=tmp_path)
+def project(settings: TuneopsSettings) -> TuneopsSettings:
+    return settings
 
 
 def _submit(make_spec, project, dataset, provider, **kwargs):
@@ -93,7 +92,7 @@ def test_rate_limit_with_retry_after_is_waited_out(stub, make_spec, project, dat
     sleeps: list[float] = []
     from tuneops.tasks.finetune.submit import submit_job
 
-    paths = {s: Path(dataset.splits[s].uri.removeprefix("file://")) for s in ("train", "validation")}
+    paths = {s: local_split_path(dataset, s, project) for s in ("train", "validation")}
     job = submit_job(provider, make_spec(), dataset, paths, policy=FAST, sleep=sleeps.append)
     assert stub.job_count == 1 and job.id in stub.state.jobs
     assert sleeps == [1.0, 1.0, 1.0]  # Retry-After honoured as a floor over the 0.01 s backoff
@@ -122,14 +121,15 @@ def test_a_lost_create_is_found_even_with_a_small_retry_budget(stub, make_spec, 
     adapter = OpenAICompatibleProvider(kind="openai", base_url=stub.base_url, api_key=FAKE_KEY)
     stub.inject("POST", r"^/fine_tuning/jobs$", Fault.lost_after_handling())
     policy = RetryPolicy(max_attempts=2, base_delay=0.01)
-    job = submit_job_for(make_spec(), TuneopsSettings(), dataset, provider=adapter, retry=policy)
+    job = submit_job_for(make_spec(), project, dataset, provider=adapter, retry=policy)
     adapter.close()
     assert stub.job_count == 1 and job.id in stub.state.jobs
 
 
 def test_budget_guard_refuses_before_any_request(stub, make_spec, project, dataset, provider) -> None:
-    spec = make_spec(max_training_tokens=100)  # 120 train tokens x 2 epochs = 240
-    with pytest.raises(BudgetExceededError, match="240"):
+    tokens = dataset.splits["train"].tokens
+    spec = make_spec(max_training_tokens=2 * tokens - 1)  # n_epochs is 2
+    with pytest.raises(BudgetExceededError, match=f"{2 * tokens:,}"):
         submit_job_for(spec, project, dataset, provider=provider, retry=FAST)
     assert stub.state.requests == []
 

@@ -46,7 +46,7 @@ def test_job_is_followed_to_success_with_loss_curves_cost_and_png(
     assert len(client.get_metric_history(run.info.run_id, "valid_loss")) == 3
     metrics = run.data.metrics
     assert metrics["trained_tokens"] == 3000 and metrics["cost_usd"] == pytest.approx(0.024)
-    assert metrics["estimated_training_tokens"] == 240
+    assert metrics["estimated_training_tokens"] == 2 * dataset.splits["train"].tokens
     assert run.data.params["hp.n_epochs"] == "2" and run.data.params["job_id"] == job.id
     assert run.data.tags["tuneops.fine_tuned_model"] == done.fine_tuned_model
     png = Path(client.download_artifacts(run.info.run_id, LOSS_CURVE_ARTIFACT, str(settings.project_dir)))
