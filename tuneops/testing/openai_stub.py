@@ -68,9 +68,9 @@ class Fault:
         return cls("delay_after", delay=delay)
 
     @classmethod
-    def stall_before_handling(cls, delay: float = 60.0) -> Fault:
-        """The request is held ``delay`` s *before* it is handled (to kill a client mid-request)."""
-        return cls("stall", delay=delay)
+    def hang(cls, delay: float = 60.0) -> Fault:
+        """The request is held ``delay`` s, then dropped unhandled (kill a client mid-request)."""
+        return cls("hang", delay=delay)
 
 
 @dataclass
@@ -136,6 +136,7 @@ class OpenAIStubServer:
             self._held.set()
         self._lock = threading.RLock()
         self._injections: list[_Injection] = []
+        self._released = threading.Event()
         self._seen = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
@@ -159,6 +160,7 @@ class OpenAIStubServer:
 
     def stop(self) -> None:
         self._held.clear()
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -443,8 +445,10 @@ class OpenAIStubServer:
                 if fault and fault.kind == "reset":
                     self._reset()
                     return
-                if fault and fault.kind == "stall":
-                    time.sleep(fault.delay)
+                if fault and fault.kind == "hang":
+                    stub._released.wait(fault.delay)
+                    self._reset()
+                    return
                 if fault and fault.kind == "status":
                     extra = {"Retry-After": str(int(fault.retry_after))} if fault.retry_after else {}
                     kind = "rate_limit_exceeded" if fault.status == 429 else "server_error"
