@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-from tuneops.tasks.data.layout import MANIFEST, split_key
+from tuneops.tasks.data.layout import MANIFEST, split_key, version_prefix
 from tuneops.tasks.data.store import DataStore, open_store
 from tuneops.tasks.data.types import DatasetVersion, SplitName
 from tuneops.tasks.data.version import version_from_manifest
@@ -86,7 +87,12 @@ def materialize_split(
     info = version.split(split)
     if info is None:
         raise VersionNotFoundError(f"{version.ref} has no {split} split")
-    store = store or store_for(settings)
+    parsed = urlparse(info.uri)
+    if parsed.scheme == "file" and Path(unquote(parsed.path)).is_file():
+        return Path(unquote(parsed.path))
+    if store is None:  # the store the version lives in, which may differ from the settings' default
+        root = version.uri.rsplit(f"/{version_prefix(version.name, version.digest)}", 1)[0]
+        store = open_store(root, s3_endpoint_url=settings.s3_endpoint_url)
     key = split_key(version.name, version.digest, split)
     local = store.local_path(key)
     if local is not None and local.is_file():
