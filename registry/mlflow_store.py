@@ -140,6 +140,9 @@ class RegistryStore:
             return self._ours(self.client.get_model_version(name, str(version)))
 
     def version_by_alias(self, name: str, alias: str) -> RegisteredVersion:
+        """The version ``alias`` points at; MLflow answers an unknown alias with a 400, not a 404."""
+        if alias not in self.aliases(name):
+            raise VersionNotFoundError(f"model {name}@{alias} is not set")
         with self.errors(f"model {name}@{alias}"):
             return self._ours(self.client.get_model_version_by_alias(name, alias))
 

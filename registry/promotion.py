@@ -53,10 +53,16 @@ def reconcile(
         if not moves:
             return []
         intents = ledger.open_intents(model, conn=conn)
+        matched = []
         for move in moves:
             intent = match_intent(move, intents, entries)
             if intent is not None:
                 intents = [i for i in intents if i.id != intent.id]
+            matched.append((move, intent))
+        # a promotion's moves are appended in the order it planned them (its intents' order)
+        matched.sort(key=lambda pair: pair[1].id if pair[1] is not None else float("inf"))
+        for move, intent in matched:
+            if intent is not None:
                 entry = ledger.append(
                     conn,
                     model,

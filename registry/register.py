@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
-from tuneops.registry.chat_model import EndpointChatModel
 from tuneops.registry.conventions import (
     RUN_KIND_REGISTRATION,
     TAG_FINETUNE_RUN_ID,
@@ -145,7 +145,7 @@ def _log_registration_run(
                 _log_dataset(link)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=EndpointChatModel(),
+                python_model=str(Path(__file__).with_name("chat_model_code.py")),
                 model_config=model_config(request),
                 pip_requirements=[
                     f"mlflow=={mlflow.__version__}",

@@ -21,6 +21,10 @@ def _kv(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
 
 
+def _n(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
 def _v(version: str | None) -> str:
     return version if version is not None else "(unset)"
 
@@ -48,30 +52,27 @@ def lineage_tree(
     )
     job.add(f"hyperparameters: {escape(_kv(ft.hyperparameters))}")
     cost = f"{ft.estimated_cost:.4f}" if ft.estimated_cost is not None else "?"
-    job.add(
-        f"trained tokens: {ft.trained_tokens if ft.trained_tokens is not None else '?'}  estimated cost: {cost}"
-    )
+    job.add(f"trained tokens: {_n(ft.trained_tokens)}  estimated cost: {cost}")
     if ft.run_id:
         job.add(f"MLflow run: {ft.run_id}")
     ds = lineage.dataset
     data = job.add(
         f"dataset [bold]{escape(ds.name or '?')}@{(ds.digest or '?')[:12]}[/bold]"
-        f"  rows: {ds.rows if ds.rows is not None else '?'}  tokens: {ds.tokens if ds.tokens is not None else '?'}"
+        f"  rows: {_n(ds.rows)}  tokens: {_n(ds.tokens)}"
     )
     if ds.uri:
         data.add(f"store: {escape(ds.uri)}")
     for split in ds.splits:
         data.add(
-            f"{split.split}: sha256 {split.sha256[:16]}…  rows {split.rows if split.rows is not None else '?'}"
-            f"  tokens {split.tokens if split.tokens is not None else '?'}  {escape(split.uri or '')}"
+            f"{split.split}: sha256 {split.sha256[:16]}…  rows {_n(split.rows)}"
+            f"  tokens {_n(split.tokens)}  {escape(split.uri or '')}"
         )
     if ds.validation_report:
         data.add(f"validation report: {escape(json.dumps(ds.validation_report, sort_keys=True)[:300])}")
     ev = lineage.evaluation
     colour = {"passed": "green", "failed": "red"}.get(ev.gate or "", "yellow")
-    evaluation = version.add(
-        f"evaluation run {escape(ev.run_id or '?')}  gate: [{colour}]{escape(ev.gate or 'not recorded')}[/{colour}]"
-    )
+    gate = f"[{colour}]{escape(ev.gate or 'not recorded')}[/{colour}]"
+    evaluation = version.add(f"evaluation run {escape(ev.run_id or '?')}  gate: {gate}")
     for reason in ev.gate_reasons:
         evaluation.add(f"reason: {escape(reason)}")
     if ev.metrics:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from tuneops.registry.conventions import (
     ModelRef,
     diff_aliases,
@@ -30,18 +29,33 @@ def entry(i: int, alias: str, frm: str | None, to: str | None, minutes: int) -> 
 
 def request(**overrides: object) -> RegistrationRequest:
     values: dict[str, object] = {
-        "model_name": "m", "provider": "openai", "base_model": "gpt-4.1-mini", "endpoint_base_url": "https://x/v1",
-        "endpoint_model": "ft:gpt:1", "job_id": "ftjob-1",
-        "datasets": (DatasetLink("train", "a" * 64, "s3://b/train.jsonl"),
-                     DatasetLink("validation", "b" * 64, "s3://b/validation.jsonl")),
+        "model_name": "m",
+        "provider": "openai",
+        "base_model": "gpt-4.1-mini",
+        "endpoint_base_url": "https://x/v1",
+        "endpoint_model": "ft:gpt:1",
+        "job_id": "ftjob-1",
+        "datasets": (
+            DatasetLink("train", "a" * 64, "s3://b/train.jsonl"),
+            DatasetLink("validation", "b" * 64, "s3://b/validation.jsonl"),
+        ),
     }
     values.update(overrides)
     return RegistrationRequest(**values)  # type: ignore[arg-type]
 
 
 def test_version_tags_follow_the_architecture() -> None:
-    tags = version_tags(request(eval_run_id="r1", gate_passed=False, gate_reasons=("f1 too low",), flow_run_id="f1",
-                                hyperparameters={"n_epochs": 3}, trained_tokens=10, estimated_cost=0.5))
+    tags = version_tags(
+        request(
+            eval_run_id="r1",
+            gate_passed=False,
+            gate_reasons=("f1 too low",),
+            flow_run_id="f1",
+            hyperparameters={"n_epochs": 3},
+            trained_tokens=10,
+            estimated_cost=0.5,
+        )
+    )
     assert tags["tuneops.provider"] == "openai"
     assert tags["tuneops.endpoint_model"] == "ft:gpt:1"
     assert tags["tuneops.train_digest"] == "a" * 64
@@ -59,16 +73,29 @@ def test_no_gate_recorded_means_no_gate_tag() -> None:
 
 
 def test_challenger_moves_alone() -> None:
-    d = plan_promotion(alias="challenger", to_version="3", current={"champion": "1", "challenger": "2"},
-                       gate="failed", reason="try it")
+    d = plan_promotion(
+        alias="challenger",
+        to_version="3",
+        current={"champion": "1", "challenger": "2"},
+        gate="failed",
+        reason="try it",
+    )
     assert d.allowed and d.moves == (AliasMove("challenger", "2", "3"),)
 
 
 def test_champion_keeps_the_old_one_as_previous_and_ends_the_challenge() -> None:
-    d = plan_promotion(alias="champion", to_version="3", current={"champion": "1", "challenger": "3",
-                                                                   "previous": "0"}, gate="passed", reason="won")
-    assert d.moves == (AliasMove("previous", "0", "1"), AliasMove("champion", "1", "3"),
-                       AliasMove("challenger", "3", None))
+    d = plan_promotion(
+        alias="champion",
+        to_version="3",
+        current={"champion": "1", "challenger": "3", "previous": "0"},
+        gate="passed",
+        reason="won",
+    )
+    assert d.moves == (
+        AliasMove("previous", "0", "1"),
+        AliasMove("champion", "1", "3"),
+        AliasMove("challenger", "3", None),
+    )
 
 
 def test_first_champion_has_no_previous() -> None:
@@ -78,10 +105,13 @@ def test_first_champion_has_no_previous() -> None:
 
 @pytest.mark.parametrize("gate", ["failed", None])
 def test_champion_on_a_gate_that_did_not_pass_needs_force(gate: str | None) -> None:
-    refused = plan_promotion(alias="champion", to_version="2", current={"champion": "1"}, gate=gate, reason="x")
+    refused = plan_promotion(
+        alias="champion", to_version="2", current={"champion": "1"}, gate=gate, reason="x"
+    )
     assert not refused.allowed and refused.needs_force and "--force" in (refused.refusal or "")
-    forced = plan_promotion(alias="champion", to_version="2", current={"champion": "1"}, gate=gate, force=True,
-                            reason="hotfix")
+    forced = plan_promotion(
+        alias="champion", to_version="2", current={"champion": "1"}, gate=gate, force=True, reason="hotfix"
+    )
     assert forced.allowed and forced.moves[-1] == AliasMove("champion", "1", "2")
 
 
@@ -96,10 +126,15 @@ def test_only_champion_and_challenger_are_set_by_hand(alias: str) -> None:
 
 
 def test_already_there_is_a_no_op_and_champion_cannot_become_challenger() -> None:
-    assert plan_promotion(alias="champion", to_version="1", current={"champion": "1"}, gate="passed",
-                          reason="x").moves == ()
-    assert not plan_promotion(alias="challenger", to_version="1", current={"champion": "1"}, gate="passed",
-                              reason="x").allowed
+    assert (
+        plan_promotion(
+            alias="champion", to_version="1", current={"champion": "1"}, gate="passed", reason="x"
+        ).moves
+        == ()
+    )
+    assert not plan_promotion(
+        alias="challenger", to_version="1", current={"champion": "1"}, gate="passed", reason="x"
+    ).allowed
 
 
 versions = st.sampled_from(["1", "2", "3", "4"])
@@ -107,7 +142,9 @@ alias_maps = st.dictionaries(st.sampled_from(["champion", "challenger", "previou
 
 
 @given(current=alias_maps, target=versions, alias=st.sampled_from(["champion", "challenger"]))
-def test_applying_a_plan_puts_the_alias_on_the_target(current: dict[str, str], target: str, alias: str) -> None:
+def test_applying_a_plan_puts_the_alias_on_the_target(
+    current: dict[str, str], target: str, alias: str
+) -> None:
     d = plan_promotion(alias=alias, to_version=target, current=current, gate="passed", reason="r")
     if not d.allowed:
         assert alias == "challenger" and current.get("champion") == target
@@ -126,14 +163,20 @@ def test_applying_a_plan_puts_the_alias_on_the_target(current: dict[str, str], t
 
 
 def test_diff_aliases_reports_sets_moves_and_deletions() -> None:
-    moves = diff_aliases({"champion": "2", "challenger": "3"}, {"champion": "1", "previous": "0", "challenger": "3"})
+    moves = diff_aliases(
+        {"champion": "2", "challenger": "3"}, {"champion": "1", "previous": "0", "challenger": "3"}
+    )
     assert moves == (AliasMove("champion", "1", "2"), AliasMove("previous", "0", None))
     assert diff_aliases({}, {"champion": None}) == ()
 
 
 def test_last_known_and_version_at_read_the_ledger_in_time_order() -> None:
-    entries = [entry(1, "champion", None, "1", 0), entry(3, "champion", "2", "3", 20),
-               entry(2, "champion", "1", "2", 10), entry(4, "challenger", None, "4", 15)]
+    entries = [
+        entry(1, "champion", None, "1", 0),
+        entry(3, "champion", "2", "3", 20),
+        entry(2, "champion", "1", "2", 10),
+        entry(4, "challenger", None, "4", 15),
+    ]
     assert last_known(entries) == {"champion": "3", "challenger": "4"}
     assert version_at(entries, "champion", T0 - timedelta(seconds=1)) is None
     assert version_at(entries, "champion", T0) == "1"
@@ -154,8 +197,14 @@ def test_match_intent_only_claims_moves_after_the_alias_last_ledger_row() -> Non
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("bot", ModelRef("bot")), ("bot@champion", ModelRef("bot", alias="champion")),
-     ("my.bot-1/12", ModelRef("my.bot-1", version="12")), ("bot@", None), ("@x", None), ("bot/x", None)],
+    [
+        ("bot", ModelRef("bot")),
+        ("bot@champion", ModelRef("bot", alias="champion")),
+        ("my.bot-1/12", ModelRef("my.bot-1", version="12")),
+        ("bot@", None),
+        ("@x", None),
+        ("bot/x", None),
+    ],
 )
 def test_parse_model_ref(text: str, expected: ModelRef | None) -> None:
     assert parse_model_ref(text) == expected

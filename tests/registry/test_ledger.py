@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from tuneops.errors import StoreError
 from tuneops.registry.ledger import Ledger, ledger_table
 from tuneops.registry.types import AliasMove
+
+from tuneops.errors import StoreError
 from tuneops.statedb import make_engine
 
 
@@ -45,14 +45,22 @@ def test_unsupported_state_db_urls_are_user_errors() -> None:
 def test_appends_are_read_back_in_order(any_ledger: Ledger, request: pytest.FixtureRequest) -> None:
     model = f"m-{request.node.callspec.id}-{id(any_ledger)}"
     with any_ledger.lock(model) as conn:
-        first = any_ledger.append(conn, model, AliasMove("champion", None, "1"), actor="a", reason="r",
-                                  source="cli")
-        any_ledger.append(conn, model, AliasMove("challenger", None, "2"), actor="b", reason="r2", source="flow")
+        first = any_ledger.append(
+            conn, model, AliasMove("champion", None, "1"), actor="a", reason="r", source="cli"
+        )
+        any_ledger.append(
+            conn, model, AliasMove("challenger", None, "2"), actor="b", reason="r2", source="flow"
+        )
     with any_ledger.lock(model) as conn:
-        any_ledger.append(conn, model, AliasMove("champion", "1", "2"), actor="c", reason="r3", source="reconcile")
+        any_ledger.append(
+            conn, model, AliasMove("champion", "1", "2"), actor="c", reason="r3", source="reconcile"
+        )
     rows = any_ledger.history(model)
     assert [(e.alias, e.from_version, e.to_version, e.actor) for e in rows] == [
-        ("champion", None, "1", "a"), ("challenger", None, "2", "b"), ("champion", "1", "2", "c")]
+        ("champion", None, "1", "a"),
+        ("challenger", None, "2", "b"),
+        ("champion", "1", "2", "c"),
+    ]
     assert rows[0] == first and rows[0].at.tzinfo is not None
     assert [e.to_version for e in any_ledger.history(model, "champion")] == ["1", "2"]
     assert model in any_ledger.models()
@@ -60,7 +68,9 @@ def test_appends_are_read_back_in_order(any_ledger: Ledger, request: pytest.Fixt
 
 def test_the_database_refuses_updates_and_deletes(any_ledger: Ledger) -> None:
     with any_ledger.lock("m-frozen") as conn:
-        any_ledger.append(conn, "m-frozen", AliasMove("champion", None, "1"), actor="a", reason="r", source="cli")
+        any_ledger.append(
+            conn, "m-frozen", AliasMove("champion", None, "1"), actor="a", reason="r", source="cli"
+        )
     for statement in (
         ledger_table.update().where(ledger_table.c.model == "m-frozen").values(reason="rewritten"),
         ledger_table.delete().where(ledger_table.c.model == "m-frozen"),
@@ -72,19 +82,29 @@ def test_the_database_refuses_updates_and_deletes(any_ledger: Ledger) -> None:
 
 def test_a_failed_transaction_appends_nothing(any_ledger: Ledger) -> None:
     with pytest.raises(RuntimeError), any_ledger.lock("m-rollback") as conn:
-        any_ledger.append(conn, "m-rollback", AliasMove("champion", None, "1"), actor="a", reason="r",
-                          source="cli")
+        any_ledger.append(
+            conn, "m-rollback", AliasMove("champion", None, "1"), actor="a", reason="r", source="cli"
+        )
         raise RuntimeError("crash before commit")
     assert any_ledger.history("m-rollback") == []
 
 
 def test_intents_stay_open_until_a_ledger_row_consumes_them(any_ledger: Ledger) -> None:
     with any_ledger.lock("m-intent") as conn:
-        intent = any_ledger.record_intent(conn, "m-intent", "champion", "1", actor="a", reason="r", source="cli")
+        intent = any_ledger.record_intent(
+            conn, "m-intent", "champion", "1", actor="a", reason="r", source="cli"
+        )
     assert [i.id for i in any_ledger.open_intents("m-intent")] == [intent.id]
     with any_ledger.lock("m-intent") as conn:
-        any_ledger.append(conn, "m-intent", AliasMove("champion", None, "1"), actor="a", reason="r", source="cli",
-                          intent_id=intent.id)
+        any_ledger.append(
+            conn,
+            "m-intent",
+            AliasMove("champion", None, "1"),
+            actor="a",
+            reason="r",
+            source="cli",
+            intent_id=intent.id,
+        )
     assert any_ledger.open_intents("m-intent") == []
 
 
@@ -96,8 +116,14 @@ def test_the_lock_serialises_writers(any_ledger: Ledger) -> None:
         with any_ledger.lock(model) as conn:
             last = any_ledger.history(model, conn=conn)
             n = int(last[-1].to_version or 0) if last else 0
-            any_ledger.append(conn, model, AliasMove("champion", str(n) if n else None, str(n + 1)), actor="t",
-                              reason="r", source="cli")
+            any_ledger.append(
+                conn,
+                model,
+                AliasMove("champion", str(n) if n else None, str(n + 1)),
+                actor="t",
+                reason="r",
+                source="cli",
+            )
 
     threads = [threading.Thread(target=bump) for _ in range(8)]
     for t in threads:
