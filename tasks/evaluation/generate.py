@@ -1,0 +1,249 @@
+"""Answer every test row with each model under comparison, through its OpenAI-compatible endpoint.
+
+The adapter at the edge for inference: the async ``openai`` client with its own retries switched
+off (we retry here, honouring Retry-After, and count attempts), bounded concurrency, latency,
+tokens and cost per row, a progress bar, and an on-disk cache keyed by (model identity, dataset
+digest, generation settings) so a re-run only asks for rows it does not have yet.
+
+Rows that still fail after the retries are *kept* as failed answers and then reported as one
+clear error naming how many: a score over the rows that happened to succeed would be a silently
+partial evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import openai
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tuneops.tasks.evaluation.types import (
+    Answer,
+    GenerationSettings,
+    Message,
+    ModelAnswers,
+    ModelUnderTest,
+    TestExample,
+)
+
+from tuneops.errors import ProviderAuthError, ProviderError
+
+CACHE_VERSION = 1
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 20.0
+RETRY_AFTER_CAP_S = 60.0
+REQUEST_TIMEOUT_S = 120.0
+
+
+def build_messages(model: ModelUnderTest, example: TestExample) -> list[Message]:
+    """The messages sent for ``example``: system prompt per the model's mode, few-shot, the row."""
+    rows = [{"role": role, "content": content} for role, content in example.messages]
+    if model.system_prompt_mode in ("inject", "strip"):
+        rows = [m for m in rows if m["role"] != "system"]
+    head: list[Message] = []
+    if model.system_prompt_mode == "inject" and model.system_prompt:
+        head.append({"role": "system", "content": model.system_prompt})
+    elif rows and rows[0]["role"] == "system":
+        head.append(rows.pop(0))
+    return head + model.few_shot_messages() + rows
+
+
+def cache_key(model: ModelUnderTest, dataset_digest: str, settings: GenerationSettings) -> str:
+    """Cache file stem: what determines the answers, never the API key."""
+    key = {
+        "v": CACHE_VERSION,
+        "model": model.identity(),
+        "dataset": dataset_digest,
+        "generation": settings.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _load_cache(path: Path) -> dict[int, Answer]:
+    if not path.is_file():
+        return {}
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["answers"]
+        return {int(row["index"]): Answer(**row) for row in rows}
+    except (ValueError, KeyError, TypeError):
+        return {}  # a damaged cache is only a lost speed-up: regenerate
+
+
+def _save_cache(path: Path, answers: Sequence[Answer]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".partial{os.getpid()}")
+    partial.write_text(json.dumps({"answers": [asdict(a) for a in answers if a.ok]}), encoding="utf-8")
+    partial.replace(path)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+def _resolve_key(model: ModelUnderTest) -> str:
+    if model.api_key:
+        return model.api_key
+    if model.api_key_env and os.environ.get(model.api_key_env):
+        return os.environ[model.api_key_env]
+    return "not-needed"  # local endpoints take any key; the SDK insists on one
+
+
+async def _answer_one(
+    client: openai.AsyncOpenAI,
+    model: ModelUnderTest,
+    example: TestExample,
+    settings: GenerationSettings,
+    max_attempts: int,
+) -> Answer:
+    messages = build_messages(model, example)
+    error = "not attempted"
+    for attempt in range(1, max_attempts + 1):
+        started = time.perf_counter()
+        try:
+            completion = await client.chat.completions.create(
+                model=model.model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+                seed=settings.seed,
+            )
+        except openai.AuthenticationError as exc:
+            raise ProviderAuthError(
+                f"{model.label} ({model.model}) at {model.base_url}: the endpoint refused the API key",
+                hint="set the key in the project's .env",
+                status_code=exc.status_code,
+            ) from exc
+        except (openai.RateLimitError, openai.InternalServerError) as exc:
+            error = f"HTTP {exc.status_code}"
+            if attempt < max_attempts:
+                await asyncio.sleep(_retry_after(exc) or _backoff(attempt))
+            continue
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                error = f"HTTP {exc.status_code}"
+                if attempt < max_attempts:
+                    await asyncio.sleep(_retry_after(exc) or _backoff(attempt))
+                continue
+            return Answer(
+                example.index, None, attempts=attempt, error=f"HTTP {exc.status_code}: {exc.message}"
+            )
+        except openai.APIConnectionError as exc:
+            error = f"connection: {type(exc).__name__}"
+            if attempt < max_attempts:
+                await asyncio.sleep(_backoff(attempt))
+            continue
+        latency_ms = (time.perf_counter() - started) * 1000
+        text = completion.choices[0].message.content if completion.choices else None
+        usage = completion.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        cost = (
+            prompt_tokens * model.price_per_1m_input_tokens
+            + completion_tokens * model.price_per_1m_output_tokens
+        ) / 1e6
+        if text is None:
+            return Answer(example.index, None, latency_ms, prompt_tokens, completion_tokens, cost,
+                          attempt, "the endpoint returned no message content")  # fmt: skip
+        return Answer(example.index, text, latency_ms, prompt_tokens, completion_tokens, cost, attempt)
+    return Answer(
+        example.index, None, attempts=max_attempts, error=f"gave up after {max_attempts} attempts: {error}"
+    )
+
+
+async def generate_answers_async(
+    model: ModelUnderTest,
+    examples: Sequence[TestExample],
+    *,
+    dataset_digest: str,
+    settings: GenerationSettings,
+    concurrency: int = 8,
+    cache_dir: Path | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    show_progress: bool = True,
+) -> ModelAnswers:
+    """Answer every example with ``model``; returns failures too (see ``require_complete``).
+
+    Args:
+        model: the model and how to prompt it.
+        examples: the test rows.
+        dataset_digest: the dataset version's sha256 (part of the cache key).
+        settings: sampling settings (part of the cache key).
+        concurrency: requests in flight at most.
+        cache_dir: where answers are cached; None disables the cache.
+        max_attempts: attempts per row, retrying 429/5xx/connection errors.
+        show_progress: draw a progress bar on the terminal.
+
+    Raises:
+        ProviderAuthError: the endpoint refused the key (no point trying the other rows).
+    """
+    path = (
+        cache_dir / f"{model.label}-{cache_key(model, dataset_digest, settings)}.json" if cache_dir else None
+    )
+    cached = _load_cache(path) if path else {}
+    todo = [ex for ex in examples if ex.index not in cached]
+    results: dict[int, Answer] = {ex.index: cached[ex.index] for ex in examples if ex.index in cached}
+    if todo:
+        semaphore = asyncio.Semaphore(concurrency)
+        client = openai.AsyncOpenAI(
+            base_url=model.base_url, api_key=_resolve_key(model), max_retries=0, timeout=REQUEST_TIMEOUT_S
+        )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            transient=True, disable=not show_progress,
+        ) as progress:  # fmt: skip
+            bar = progress.add_task(f"answering as {model.label}", total=len(todo))
+
+            async def run(example: TestExample) -> Answer:
+                async with semaphore:
+                    answer = await _answer_one(client, model, example, settings, max_attempts)
+                progress.advance(bar)
+                return answer
+
+            try:
+                for answer in await asyncio.gather(*(run(ex) for ex in todo)):
+                    results[answer.index] = answer
+            finally:
+                await client.close()
+    ordered = tuple(results[ex.index] for ex in examples)
+    if path and todo:
+        _save_cache(path, ordered)
+    return ModelAnswers(model, ordered, cached=not todo)
+
+
+def generate_answers(model: ModelUnderTest, examples: Sequence[TestExample], **kwargs: Any) -> ModelAnswers:
+    """Synchronous entry point of ``generate_answers_async`` (own event loop)."""
+    return asyncio.run(generate_answers_async(model, examples, **kwargs))
+
+
+def require_complete(answers: ModelAnswers) -> ModelAnswers:
+    """Raise when rows are missing: the evaluation would otherwise be silently partial.
+
+    Raises:
+        ProviderError: naming the model, how many rows failed, and the first error.
+    """
+    failed = answers.failed
+    if failed:
+        total = len(answers.answers)
+        raise ProviderError(
+            f"{answers.label} ({answers.model.model}): {len(failed)} of {total} rows could not be "
+            f"answered (first: row {failed[0].index}: {failed[0].error})",
+            hint="check the endpoint and re-run; answers already received are cached",
+        )
+    return answers

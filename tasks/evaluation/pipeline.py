@@ -1,0 +1,245 @@
+"""The evaluation stage end to end: answer, score, compare, decide, log.
+
+``evaluate_candidate`` is what the ``retrain`` flow, the ``evaluate`` flow and ``tuneops eval``
+call. It composes the adapters (generation, scoring, MLflow) and the pure core (summaries, the
+gate). A failed gate is returned in the result; only an evaluation that could not be carried out
+(unreachable model, rows that could not be answered, unwritable MLflow) raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
+from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
+from tuneops.tasks.evaluation.generate import generate_answers, require_complete
+from tuneops.tasks.evaluation.report import log_evaluation_run
+from tuneops.tasks.evaluation.rules import PromotionDecision, decide_promotion
+from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, score_answers
+from tuneops.tasks.evaluation.stats import Interval
+from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
+from tuneops.tasks.evaluation.testset import read_test_split
+from tuneops.tasks.evaluation.types import (
+    GenerationSettings,
+    ModelAnswers,
+    ModelSummary,
+    ModelUnderTest,
+    TestExample,
+    examples_digest,
+)
+
+log = logging.getLogger(__name__)
+
+CANDIDATE, BASE, FEW_SHOT, CHAMPION = "candidate", "base", "few-shot", "champion"
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What the evaluation found: per-model aggregates with intervals, comparisons, the decision.
+
+    ``comparisons[label][metric]`` is the paired interval of candidate - ``label``.
+    """
+
+    summaries: dict[str, ModelSummary]
+    comparisons: dict[str, dict[str, Interval | None]]
+    decision: PromotionDecision
+    dataset_digest: str
+    markdown: str
+    mlflow_run_id: str | None = None
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed
+
+
+def _provider_endpoint(spec: Spec, settings: TuneopsSettings) -> tuple[str, str | None]:
+    provider = spec.provider
+    if provider.kind == "local":
+        key = settings.local_api_key
+        return provider.base_url, key.get_secret_value() if key else None
+    if provider.kind == "openai":
+        key = settings.openai_api_key
+        return provider.base_url, key.get_secret_value() if key else None
+    key = settings.azure_openai_api_key
+    # Azure OpenAI's v1 surface speaks the plain OpenAI protocol; model= is the deployment name.
+    return f"{provider.endpoint.rstrip('/')}/openai/v1", key.get_secret_value() if key else None
+
+
+def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id: str) -> ModelUnderTest:
+    """A model reached through the spec's provider, prompted with the production system prompt."""
+    base_url, key = _provider_endpoint(spec, settings)
+    policy = spec.data.system_prompt
+    inject = policy.policy == "inject" and policy.text
+    return ModelUnderTest(
+        label=label,
+        base_url=base_url,
+        model=model_id,
+        api_key=key,
+        system_prompt=policy.text if inject else None,
+        system_prompt_mode="inject" if inject else "keep",
+    )
+
+
+def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int) -> ModelUnderTest:
+    """The base model prompted with the first ``shots`` training rows (the prompt-engineering baseline).
+
+    Shots come from the *train* split, never the test split, so the baseline is not shown answers.
+    """
+    rows = read_test_split(train_split, max_rows=shots)
+    examples = tuple(
+        tuple((role, content) for role, content in ex.messages if role != "system") + (("assistant", ex.reference),)
+        for ex in rows
+    )
+    return ModelUnderTest(
+        label=FEW_SHOT,
+        base_url=base.base_url,
+        model=base.model,
+        api_key=base.api_key,
+        api_key_env=base.api_key_env,
+        system_prompt=base.system_prompt,
+        system_prompt_mode=base.system_prompt_mode,
+        few_shot=examples,
+        price_per_1m_input_tokens=base.price_per_1m_input_tokens,
+        price_per_1m_output_tokens=base.price_per_1m_output_tokens,
+    )
+
+
+def _judge(spec: Spec, settings: TuneopsSettings) -> JudgeEndpoint | None:
+    judge = spec.evaluation.judge
+    if judge is None:
+        return None
+    secrets = settings.local_api_key or settings.openai_api_key
+    return JudgeEndpoint(
+        base_url=judge.base_url,
+        model=judge.model,
+        api_key=secrets.get_secret_value() if secrets else "not-needed",
+        evaluators=tuple(judge.evaluators),
+    )
+
+
+def evaluate_candidate(
+    spec: Spec,
+    settings: TuneopsSettings,
+    test_split: Path,
+    candidate: ModelUnderTest,
+    base: ModelUnderTest,
+    champion: ModelUnderTest | None = None,
+    dataset_digest: str | None = None,
+    *,
+    few_shot_source: Path | None = None,
+    log_to_mlflow: bool = True,
+    show_progress: bool = True,
+    extra_tags: dict[str, str] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``candidate`` against ``base`` (and the few-shot base, and ``champion``) and gate it.
+
+    Args:
+        spec: the project spec (metrics, gates, ceilings, generation settings).
+        settings: where MLflow and the answer cache live.
+        test_split: local JSONL path of the held-out split.
+        candidate: the fine-tune; ``label`` should be ``candidate``.
+        base: the base model with the production system prompt.
+        champion: the current champion, when there is one.
+        dataset_digest: the dataset version's sha256 (cache key and lineage); hashed from the
+            rows when not given.
+        few_shot_source: the train split, for the few-shot baseline when the spec asks for one.
+        log_to_mlflow: write the evaluation run (off only for dry runs).
+        show_progress: draw progress bars.
+        extra_tags: more MLflow tags (e.g. the lead's ``tuneops.flow_run_id``).
+
+    Raises:
+        ProviderError: a model could not answer every row (the message says how many).
+        StoreError: MLflow could not be written.
+    """
+    config = spec.evaluation
+    examples = read_test_split(test_split, max_rows=config.max_rows)
+    digest = dataset_digest or examples_digest(examples)
+    models = [candidate, base]
+    if config.few_shot_baseline:
+        if few_shot_source is not None:
+            models.append(few_shot_variant(base, few_shot_source, config.few_shot_baseline))
+        else:
+            log.warning("few-shot baseline skipped: no train split given to draw examples from")
+    if champion is not None:
+        models.append(champion)
+    generation = GenerationSettings(max_tokens=config.max_tokens, temperature=config.temperature, seed=spec.finetune.seed)
+    answers = [
+        require_complete(
+            generate_answers(
+                model,
+                examples,
+                dataset_digest=digest,
+                settings=generation,
+                concurrency=config.concurrency,
+                cache_dir=settings.state_home / "eval-cache",
+                show_progress=show_progress,
+            )
+        )
+        for model in models
+    ]
+    return _score_and_decide(spec, settings, examples, answers, digest, str(test_split),
+                             log_to_mlflow=log_to_mlflow, extra_tags=extra_tags)  # fmt: skip
+
+
+def _score_and_decide(
+    spec: Spec,
+    settings: TuneopsSettings,
+    examples: Sequence[TestExample],
+    answers: Sequence[ModelAnswers],
+    digest: str,
+    source: str,
+    *,
+    log_to_mlflow: bool,
+    extra_tags: dict[str, str] | None,
+) -> EvaluationResult:
+    config = spec.evaluation
+    fmt = config.format
+    format_evaluator = FormatComplianceEvaluator(
+        regex=fmt.regex, json_schema=fmt.json_schema, required_sections=tuple(fmt.required_sections),
+        max_chars=fmt.max_chars,
+    )  # fmt: skip
+    judge = _judge(spec, settings)
+    metrics = list(config.metrics)
+    if judge is not None:
+        metrics += [m for m in judge.evaluators if m not in metrics and m in JUDGE_METRICS]
+    rows = score_answers(examples, answers, metrics=metrics, nltk_dir=settings.state_home / "nltk_data",
+                         format_evaluator=format_evaluator, judge=judge)  # fmt: skip
+    boot = {"resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": spec.finetune.seed}
+    summaries = {a.label: summarise_model(a, rows.for_model(a.label), **boot) for a in answers}
+    cand_label = answers[0].label
+    comparisons = {
+        a.label: compare(rows.for_model(cand_label), rows.for_model(a.label), **boot) for a in answers[1:]
+    }
+    baselines = [
+        scores_for_gate(summaries[a.label], comparisons[a.label]) for a in answers[1:] if a.label != CHAMPION
+    ]
+    champion = next((a for a in answers[1:] if a.label == CHAMPION), None)
+    decision = decide_promotion(
+        scores_for_gate(summaries[cand_label], failed_rows=len(answers[0].failed)),
+        baselines,
+        config.gates,
+        champion=scores_for_gate(summaries[CHAMPION], comparisons[CHAMPION]) if champion else None,
+        beat_champion=config.beat_champion,
+        max_latency_p95_ms=config.max_latency_p95_ms,
+        max_cost_per_1k_requests_usd=config.max_cost_per_1k_requests_usd,
+    )
+    ordered = [summaries[a.label] for a in answers]
+    markdown = markdown_table(ordered, comparisons, cand_label, config.confidence)
+    markdown = f"### Evaluation of `{spec.model.name}`: {decision.summary()}\n\n{markdown}"
+    if rows.skipped:
+        markdown += "\n\nSkipped metrics: " + "; ".join(f"{m} ({why})" for m, why in rows.skipped.items())
+    run_id = None
+    if log_to_mlflow:
+        run_id = log_evaluation_run(
+            tracking_uri=str(settings.tracking_uri), artifact_root=str(settings.artifact_root),
+            experiment_name=spec.model.name, examples=examples, answers=answers, scores=rows.scores,
+            summaries=ordered, comparisons=comparisons, decision=decision,
+            settings=GenerationSettings(config.max_tokens, config.temperature, spec.finetune.seed),
+            dataset_digest=digest, dataset_source=source, markdown=markdown, extra_tags=extra_tags,
+        )  # fmt: skip
+    return EvaluationResult(summaries, comparisons, decision, digest, markdown, run_id, dict(rows.skipped))

@@ -1,0 +1,180 @@
+"""Log one evaluation to one MLflow run: aggregates, per-row table, comparison chart, decision.
+
+The MLflow adapter of this stage. It uses an explicit ``MlflowClient(tracking_uri=...)`` and an
+explicit artifact location, never the global tracking state, so importing or calling it does not
+change anything else in the process. API keys are never part of what is logged: models are
+described by ``ModelUnderTest.identity()``, which has none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tuneops.errors import StoreError
+from tuneops.tasks.evaluation.rules import PromotionDecision
+from tuneops.tasks.evaluation.summary import Comparisons
+from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
+
+STAGE_TAG = "tuneops.stage"
+_METRICS_PER_CALL = 1000
+
+
+def _metric_rows(summaries: Sequence[ModelSummary], comparisons: Comparisons, candidate: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for s in summaries:
+        for metric, interval in s.metrics.items():
+            if interval is not None:
+                out[f"{s.label}.{metric}"] = interval.estimate
+                out[f"{s.label}.{metric}.ci_low"] = interval.low
+                out[f"{s.label}.{metric}.ci_high"] = interval.high
+        for name, value in (
+            ("latency_p50_ms", s.latency_p50_ms),
+            ("latency_p95_ms", s.latency_p95_ms),
+            ("cost_per_1k_usd", s.cost_per_1k_usd),
+        ):
+            if value is not None:
+                out[f"{s.label}.{name}"] = value
+    for other, intervals in comparisons.items():
+        for metric, interval in intervals.items():
+            if interval is not None:
+                out[f"{candidate}_minus_{other}.{metric}"] = interval.estimate
+                out[f"{candidate}_minus_{other}.{metric}.ci_low"] = interval.low
+                out[f"{candidate}_minus_{other}.{metric}.ci_high"] = interval.high
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _row_table(
+    examples: Sequence[TestExample], answers: Sequence[ModelAnswers], scores: dict[str, dict[str, list[float]]]
+) -> dict[str, list[Any]]:
+    table: dict[str, list[Any]] = {"row": [], "model": [], "query": [], "reference": [], "response": []}
+    table.update({"latency_ms": [], "tokens": [], "cost_usd": []})
+    metric_names = sorted({m for per_model in scores.values() for m in per_model})
+    table.update({m: [] for m in metric_names})
+    for model_answers in answers:
+        for i, (ex, ans) in enumerate(zip(examples, model_answers.answers, strict=True)):
+            table["row"].append(ex.index)
+            table["model"].append(model_answers.label)
+            table["query"].append(ex.query)
+            table["reference"].append(ex.reference)
+            table["response"].append(ans.response)
+            table["latency_ms"].append(ans.latency_ms)
+            table["tokens"].append(ans.prompt_tokens + ans.completion_tokens)
+            table["cost_usd"].append(ans.cost_usd)
+            for m in metric_names:
+                value = scores.get(model_answers.label, {}).get(m, [math.nan] * len(examples))[i]
+                table[m].append(None if math.isnan(value) else value)
+    return table
+
+
+def comparison_figure(summaries: Sequence[ModelSummary]) -> Any:
+    """Grouped bars: one group per metric, one bar per model, bootstrap intervals as error bars."""
+    from matplotlib.figure import Figure  # the object API: no pyplot global state, no GUI backend
+
+    metrics = sorted({m for s in summaries for m in s.metrics})
+    fig = Figure(figsize=(max(6, 1.6 * len(metrics) + 2), 4), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(summaries))
+    for k, s in enumerate(summaries):
+        xs, heights, errs = [], [], [[], []]
+        for j, metric in enumerate(metrics):
+            interval = s.metrics.get(metric)
+            if interval is None:
+                continue
+            xs.append(j + k * width)
+            heights.append(interval.estimate)
+            errs[0].append(max(0.0, interval.estimate - interval.low))
+            errs[1].append(max(0.0, interval.high - interval.estimate))
+        ax.bar(xs, heights, width, yerr=errs, capsize=3, label=f"{s.label} ({s.model})")
+    ax.set_xticks([j + width * (len(summaries) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylabel("mean score")
+    ax.set_title("candidate vs baselines")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def log_evaluation_run(
+    *,
+    tracking_uri: str,
+    artifact_root: str,
+    experiment_name: str,
+    examples: Sequence[TestExample],
+    answers: Sequence[ModelAnswers],
+    scores: dict[str, dict[str, list[float]]],
+    summaries: Sequence[ModelSummary],
+    comparisons: Comparisons,
+    decision: PromotionDecision,
+    settings: GenerationSettings,
+    dataset_digest: str,
+    dataset_source: str,
+    markdown: str,
+    extra_tags: dict[str, str] | None = None,
+) -> str:
+    """Create the evaluation run and log everything to it; returns the run id.
+
+    Raises:
+        StoreError: MLflow could not be written to.
+    """
+    from mlflow import MlflowClient
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else client.create_experiment(
+                experiment_name, artifact_location=f"{artifact_root.rstrip('/')}/{experiment_name}"
+            )
+        )
+        candidate = decision.candidate
+        tags = {STAGE_TAG: "evaluation", "tuneops.gate": "passed" if decision.passed else "failed"}
+        tags.update(extra_tags or {})
+        run = client.create_run(experiment_id, tags=tags, run_name=f"evaluate-{candidate}")
+        run_id = run.info.run_id
+        params = {"dataset_digest": dataset_digest, "rows": str(len(examples)), **settings_params(settings)}
+        for a in answers:
+            identity = a.model.identity()
+            params[f"{a.label}.model"] = identity["model"]
+            params[f"{a.label}.base_url"] = identity["base_url"]
+            params[f"{a.label}.system_prompt_mode"] = identity["system_prompt_mode"]
+            params[f"{a.label}.few_shot"] = str(len(a.model.few_shot))
+        now = _now_ms()
+        metric_rows = _metric_rows(summaries, comparisons, candidate)
+        metric_rows["gate.passed"] = 1.0 if decision.passed else 0.0
+        metrics = [Metric(k, v, now, 0) for k, v in metric_rows.items()]
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        for start in range(0, len(metrics), _METRICS_PER_CALL):
+            client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
+        dataset = MetaDataset(
+            source=LocalArtifactDatasetSource(dataset_source), name="test", digest=dataset_digest[:36]
+        )
+        client.log_inputs(
+            run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", "test")])],
+        )
+        client.log_table(run_id, _row_table(examples, answers, scores), "evaluation/rows.json")
+        client.log_figure(run_id, comparison_figure(summaries), "evaluation/comparison.png")
+        client.log_dict(run_id, decision.to_dict(), "evaluation/decision.json")
+        client.log_text(run_id, markdown, "evaluation/summary.md")
+        client.log_batch(run_id, tags=[RunTag("tuneops.dataset_digest", dataset_digest)])
+        client.set_terminated(run_id)
+    except MlflowException as exc:
+        raise StoreError(f"could not log the evaluation to MLflow at {tracking_uri}: {exc.message}") from exc
+    return str(run_id)
+
+
+def settings_params(settings: GenerationSettings) -> dict[str, str]:
+    return {f"generation.{k}": str(v) for k, v in settings.to_dict().items()}
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,292 @@
+"""The promotion decision: does the candidate beat its baselines and not lose to the champion?
+
+Pure logic, no SDK: it takes scores that were already computed and returns a frozen decision
+listing every check with what was observed and what was required, so a rejection explains itself.
+The gate vocabulary is MLflow's ``MetricThreshold``:
+
+* ``threshold``: an absolute bar for the candidate's mean;
+* ``min_absolute_change`` / ``min_relative_change``: the improvement required over each baseline
+  (the base model, and the few-shot base when it was evaluated);
+* ``greater_is_better``: the direction of the metric;
+* ``require_significant`` (ours): the paired bootstrap interval of candidate - baseline must lie
+  entirely on the better side of zero, and against the champion only a *significant* loss counts.
+
+A score that is missing (not computed, NaN) is a failed check, never a pass: an evaluator that
+silently produced nothing must not wave a model through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tuneops.tasks.evaluation.stats import Interval
+
+CheckKind = Literal[
+    "threshold",
+    "min_absolute_change",
+    "min_relative_change",
+    "significance",
+    "champion",
+    "latency",
+    "cost",
+    "completeness",
+]
+
+
+class GateLike(Protocol):
+    """What a gate needs; ``tuneops.spec.GateConfig`` fits."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def threshold(self) -> float | None: ...
+    @property
+    def min_absolute_change(self) -> float | None: ...
+    @property
+    def min_relative_change(self) -> float | None: ...
+    @property
+    def greater_is_better(self) -> bool: ...
+    @property
+    def require_significant(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A gate as a plain value (for callers without a spec)."""
+
+    metric: str
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+    require_significant: bool = False
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model's aggregates: metric means, p95 latency, cost per 1,000 requests.
+
+    ``differences`` maps a metric to the paired interval of (candidate - this model), when this
+    model is a baseline or the champion; ``failed_rows`` counts rows it could not answer.
+    """
+
+    label: str
+    means: Mapping[str, float | None]
+    latency_p95_ms: float | None = None
+    cost_per_1k_usd: float | None = None
+    differences: Mapping[str, Interval | None] = field(default_factory=dict)
+    failed_rows: int = 0
+
+    def mean(self, metric: str) -> float | None:
+        value = self.means.get(metric)
+        return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of the decision: what was compared, what was seen, what was needed."""
+
+    kind: CheckKind
+    passed: bool
+    message: str
+    metric: str | None = None
+    against: str | None = None
+    observed: float | None = None
+    required: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "passed": self.passed,
+            "message": self.message,
+            "metric": self.metric,
+            "against": self.against,
+            "observed": self.observed,
+            "required": self.required,
+        }
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The verdict and every reason for it. A failed gate is this result, not an exception."""
+
+    passed: bool
+    checks: tuple[CheckOutcome, ...]
+    candidate: str
+
+    @property
+    def failures(self) -> tuple[CheckOutcome, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why it failed (each failed check), or what it passed when it passed."""
+        chosen = self.failures if not self.passed else self.checks
+        return tuple(c.message for c in chosen)
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "failed"
+        if not self.checks:
+            return f"gate {verdict}: no gates configured"
+        return f"gate {verdict}: " + "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "candidate": self.candidate,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def _better(a: float, b: float, greater_is_better: bool) -> float:
+    """How much ``a`` beats ``b`` in the metric's direction (negative when worse)."""
+    return a - b if greater_is_better else b - a
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.4g}"
+
+
+def _threshold_check(gate: GateLike, cand: float | None) -> CheckOutcome:
+    assert gate.threshold is not None
+    op = ">=" if gate.greater_is_better else "<="
+    if cand is None:
+        return CheckOutcome("threshold", False, f"{gate.metric}: candidate score is missing",
+                            gate.metric, None, None, gate.threshold)  # fmt: skip
+    ok = cand >= gate.threshold if gate.greater_is_better else cand <= gate.threshold
+    msg = f"{gate.metric} {_fmt(cand)} {op} threshold {_fmt(gate.threshold)}"
+    return CheckOutcome("threshold", ok, msg if ok else f"{gate.metric} {_fmt(cand)} fails threshold "
+                        f"{op} {_fmt(gate.threshold)}", gate.metric, None, cand, gate.threshold)  # fmt: skip
+
+
+def _change_checks(gate: GateLike, cand: float | None, base: ModelScores) -> list[CheckOutcome]:
+    out: list[CheckOutcome] = []
+    ref = base.mean(gate.metric)
+    missing = "candidate" if cand is None else base.label if ref is None else None
+    pairs: tuple[tuple[CheckKind, float | None], ...] = (
+        ("min_absolute_change", gate.min_absolute_change),
+        ("min_relative_change", gate.min_relative_change),
+    )
+    wanted = [(kind, req) for kind, req in pairs if req is not None]
+    for kind, req in wanted:
+        if cand is None or ref is None:
+            out.append(CheckOutcome(kind, False, f"{gate.metric} vs {base.label}: {missing} score is "
+                                    "missing", gate.metric, base.label, None, req))  # fmt: skip
+            continue
+        gain = _better(cand, ref, gate.greater_is_better)
+        if kind == "min_absolute_change":
+            observed = gain
+        elif ref == 0:
+            # Relative change from zero: any gain is unbounded, no gain is none.
+            observed = math.inf if gain > 0 else (0.0 if gain == 0 else -math.inf)
+        else:
+            observed = gain / abs(ref)
+        ok = observed >= req
+        what = "absolute" if kind == "min_absolute_change" else "relative"
+        msg = (f"{gate.metric} vs {base.label}: {what} improvement {_fmt(observed)} "
+               f"{'>=' if ok else '<'} required {_fmt(req)}")  # fmt: skip
+        out.append(CheckOutcome(kind, ok, msg, gate.metric, base.label, observed, req))
+    if gate.require_significant:
+        out.append(_significance_check(gate, base))
+    return out
+
+
+def _significance_check(gate: GateLike, base: ModelScores) -> CheckOutcome:
+    interval = base.differences.get(gate.metric)
+    if interval is None:
+        return CheckOutcome("significance", False, f"{gate.metric} vs {base.label}: no confidence "
+                            "interval for the difference", gate.metric, base.label)  # fmt: skip
+    better_side = interval.low if gate.greater_is_better else -interval.high
+    ok = better_side > 0
+    pct = round(interval.confidence * 100)
+    msg = (f"{gate.metric} vs {base.label}: {pct}% CI of the difference [{interval.low:.4g}, "
+           f"{interval.high:.4g}] {'excludes' if ok else 'does not exclude'} no improvement")  # fmt: skip
+    return CheckOutcome("significance", ok, msg, gate.metric, base.label, better_side, 0.0)
+
+
+def _champion_check(gate: GateLike, cand: float | None, champion: ModelScores) -> CheckOutcome:
+    ref = champion.mean(gate.metric)
+    label = champion.label
+    if cand is None or ref is None:
+        who = "candidate" if cand is None else label
+        return CheckOutcome("champion", False, f"{gate.metric} vs {label}: {who} score is missing",
+                            gate.metric, label)  # fmt: skip
+    gain = _better(cand, ref, gate.greater_is_better)
+    if gate.require_significant:
+        interval = champion.differences.get(gate.metric)
+        if interval is None:
+            return CheckOutcome("champion", False, f"{gate.metric} vs {label}: no confidence interval "
+                                "for the difference", gate.metric, label, gain, 0.0)  # fmt: skip
+        worst_case_gain = interval.high if gate.greater_is_better else -interval.low
+        ok = worst_case_gain >= 0
+        msg = (f"{gate.metric} vs {label}: {'not significantly worse' if ok else 'significantly worse'}"
+               f" (difference {gain:+.4g})")  # fmt: skip
+        return CheckOutcome("champion", ok, msg, gate.metric, label, gain, 0.0)
+    ok = gain >= 0
+    msg = f"{gate.metric} {_fmt(cand)} {'does not lose' if ok else 'loses'} to {label} {_fmt(ref)}"
+    return CheckOutcome("champion", ok, msg, gate.metric, label, gain, 0.0)
+
+
+def _ceiling_check(
+    kind: Literal["latency", "cost"], observed: float | None, ceiling: float, unit: str
+) -> CheckOutcome:
+    name = "p95 latency" if kind == "latency" else "cost per 1k requests"
+    if observed is None or not math.isfinite(observed):
+        return CheckOutcome(kind, False, f"candidate {name} is missing", None, None, None, ceiling)
+    ok = observed <= ceiling
+    msg = f"candidate {name} {observed:.4g}{unit} {'<=' if ok else '>'} ceiling {ceiling:.4g}{unit}"
+    return CheckOutcome(kind, ok, msg, None, None, observed, ceiling)
+
+
+def decide_promotion(
+    candidate: ModelScores,
+    baselines: Sequence[ModelScores],
+    gates: Sequence[GateLike],
+    *,
+    champion: ModelScores | None = None,
+    beat_champion: bool = True,
+    max_latency_p95_ms: float | None = None,
+    max_cost_per_1k_requests_usd: float | None = None,
+) -> PromotionDecision:
+    """Decide whether ``candidate`` may be promoted.
+
+    Args:
+        candidate: the fine-tune's scores.
+        baselines: models it must improve on (base model, optional few-shot base); their
+            ``differences`` hold the paired intervals of candidate - baseline.
+        gates: per-metric gates (``GateConfig`` or ``Gate``).
+        champion: the current champion's scores, when there is one.
+        beat_champion: require that the candidate does not lose to the champion on gated metrics.
+        max_latency_p95_ms: ceiling on the candidate's p95 latency.
+        max_cost_per_1k_requests_usd: ceiling on the candidate's cost per 1,000 requests.
+
+    Returns:
+        The decision; ``passed`` only when every check passed.
+    """
+    checks: list[CheckOutcome] = []
+    if candidate.failed_rows:
+        checks.append(CheckOutcome("completeness", False, f"candidate could not answer "
+                                   f"{candidate.failed_rows} rows", None, None,
+                                   float(candidate.failed_rows), 0.0))  # fmt: skip
+    for gate in gates:
+        cand = candidate.mean(gate.metric)
+        if gate.threshold is not None:
+            checks.append(_threshold_check(gate, cand))
+        if gate.min_absolute_change is not None or gate.min_relative_change is not None or (
+            gate.require_significant
+        ):
+            for base in baselines:
+                checks.extend(_change_checks(gate, cand, base))
+        if champion is not None and beat_champion:
+            checks.append(_champion_check(gate, cand, champion))
+        if cand is None and not any(c.metric == gate.metric and not c.passed for c in checks):
+            checks.append(CheckOutcome("threshold", False, f"{gate.metric}: candidate score is missing",
+                                       gate.metric))  # fmt: skip
+    if max_latency_p95_ms is not None:
+        checks.append(_ceiling_check("latency", candidate.latency_p95_ms, max_latency_p95_ms, " ms"))
+    if max_cost_per_1k_requests_usd is not None:
+        checks.append(_ceiling_check("cost", candidate.cost_per_1k_usd, max_cost_per_1k_requests_usd, " USD"))
+    return PromotionDecision(all(c.passed for c in checks), tuple(checks), candidate.label)

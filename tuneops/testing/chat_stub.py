@@ -1,0 +1,252 @@
+"""A real HTTP server speaking OpenAI's ``/v1/chat/completions`` and ``/v1/models``.
+
+For tests and benchmarks of anything that calls models: fixed latency, canned or echo answers
+(or any function of model and messages), and fault injection (a share of 429 with Retry-After and
+of 500 responses, or requests that always fail). Standard library only; ``ThreadingHTTPServer``
+with Nagle's algorithm off, otherwise small responses wait ~40 ms for a delayed ACK.
+
+Usage::
+
+    with running_chat_stub(latency_s=0.1, answer=echo_answer) as stub:
+        client = AsyncOpenAI(base_url=stub.base_url, api_key="test")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Messages = list[dict[str, Any]]
+AnswerFn = Callable[[str, Messages], str]
+
+
+def echo_answer(model: str, messages: Messages) -> str:
+    """Answer with the last user message (a model that repeats the question)."""
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
+def canned_answers(answers: dict[str, str], default: str = "I do not know.") -> AnswerFn:
+    """Answer from a table keyed by the last user message."""
+
+    def answer(model: str, messages: Messages) -> str:
+        return answers.get(echo_answer(model, messages), default)
+
+    return answer
+
+
+@dataclass
+class StubConfig:
+    """What the stub does; mutable so a test can change behaviour while it runs.
+
+    Attributes:
+        answer: text of the reply, from model id and messages.
+        latency_s: fixed delay before every response.
+        share_429: share of requests answered 429 with ``Retry-After: retry_after_s``.
+        share_500: share of requests answered 500.
+        always_fail: requests for which this returns True always get a 500.
+        models: ids listed by ``/v1/models`` (any id is accepted by chat completions).
+        seed: seeds the fault injection, so a run is reproducible.
+        api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
+    """
+
+    answer: AnswerFn = echo_answer
+    latency_s: float = 0.0
+    share_429: float = 0.0
+    share_500: float = 0.0
+    retry_after_s: float = 0.01
+    always_fail: Callable[[str, Messages], bool] | None = None
+    models: Sequence[str] = ("stub-model",)
+    seed: int = 0
+    api_key: str | None = None
+
+
+@dataclass
+class StubStats:
+    """What the stub saw: requests by status and by model (thread-safe counters)."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, status: int, model: str) -> None:
+        with self.lock:
+            self.statuses[status] += 1
+            self.models[model] += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(self.statuses.values())
+
+
+def _error_body(status: int, message: str, kind: str, code: str | None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _StubServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging (thousands of lines in a benchmark)."""
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorised(self) -> bool:
+        key = self.server.config.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._send(401, _error_body(401, "Incorrect API key provided", "invalid_request_error",
+                                    "invalid_api_key"))  # fmt: skip
+        return False
+
+    def do_GET(self) -> None:
+        if not self._authorised():
+            return
+        if self.path.rstrip("/").endswith("/models"):
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "tuneops-stub"}
+                for m in self.server.config.models
+            ]
+            self._send(200, json.dumps({"object": "list", "data": data}).encode())
+        else:
+            self._send(404, _error_body(404, f"no route {self.path}", "invalid_request_error", None))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if not self._authorised():
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, _error_body(404, f"no route {self.path}", "invalid_request_error", None))
+            return
+        try:
+            request = json.loads(raw)
+            model = str(request["model"])
+            messages = list(request["messages"])
+        except (ValueError, KeyError, TypeError):
+            self._send(400, _error_body(400, "body must be JSON with model and messages",
+                                        "invalid_request_error", None))  # fmt: skip
+            return
+        config = self.server.config
+        if config.latency_s:
+            time.sleep(config.latency_s)
+        fault = self.server.draw_fault(model, messages)
+        if fault == 429:
+            self.server.stats.record(429, model)
+            self._send(429, _error_body(429, "Rate limit reached, retry later", "requests",
+                                        "rate_limit_exceeded"),
+                       {"Retry-After": f"{config.retry_after_s:g}"})  # fmt: skip
+            return
+        if fault == 500:
+            self.server.stats.record(500, model)
+            self._send(500, _error_body(500, "The server had an error", "server_error", None))
+            return
+        text = config.answer(model, messages)
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        completion_tokens = len(text.split())
+        body = {
+            "id": f"chatcmpl-stub-{self.server.next_id()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        self.server.stats.record(200, model)
+        self._send(200, json.dumps(body).encode())
+
+
+class _StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+    def __init__(self, address: tuple[str, int], config: StubConfig) -> None:
+        super().__init__(address, _Handler)
+        self.config = config
+        self.stats = StubStats()
+        self._rng = random.Random(config.seed)
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def next_id(self) -> int:
+        with self._lock:
+            self._counter += 1
+            return self._counter
+
+    def draw_fault(self, model: str, messages: Messages) -> int | None:
+        config = self.config
+        if config.always_fail is not None and config.always_fail(model, messages):
+            return 500
+        with self._lock:
+            draw = self._rng.random()
+        if draw < config.share_429:
+            return 429
+        if draw < config.share_429 + config.share_500:
+            return 500
+        return None
+
+
+@dataclass
+class ChatStub:
+    """A running stub: where it listens, its (mutable) config, and what it has seen."""
+
+    server: _StubServer
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    @property
+    def config(self) -> StubConfig:
+        return self.server.config
+
+    @property
+    def stats(self) -> StubStats:
+        return self.server.stats
+
+
+@contextmanager
+def running_chat_stub(config: StubConfig | None = None, **options: Any) -> Iterator[ChatStub]:
+    """Serve a stub on 127.0.0.1 (a free port) in a background thread for the ``with`` block.
+
+    Args:
+        config: the behaviour; or pass ``StubConfig`` fields as keyword arguments.
+    """
+    server = _StubServer(("127.0.0.1", 0), config or StubConfig(**options))
+    thread = threading.Thread(target=server.serve_forever, name="chat-stub", daemon=True)
+    thread.start()
+    try:
+        yield ChatStub(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
