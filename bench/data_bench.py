@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -139,8 +138,10 @@ if mode == "validate":
 else:
     if mode == "version":
         shutil.rmtree(work, ignore_errors=True)
-    version = version_files(DatasetSources(path), name="bench", store=LocalStore(work / "store"), home=work / "home")
-    result = {"rows": version.manifest["rows"], "tokens": version.manifest["tokens"], "created": version.created}
+    store = LocalStore(work / "store")
+    version = version_files(DatasetSources(path), name="bench", store=store, home=work / "home")
+    result = {"rows": version.manifest["rows"], "tokens": version.manifest["tokens"]}
+    result["created"] = version.created
 result["seconds"] = time.perf_counter() - start
 result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 result["children_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
