@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.report import log_evaluation_run
@@ -31,6 +29,9 @@ from tuneops.tasks.evaluation.types import (
     TestExample,
     examples_digest,
 )
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int) -> Mod
     """
     rows = read_test_split(train_split, max_rows=shots)
     examples = tuple(
-        tuple((role, content) for role, content in ex.messages if role != "system") + (("assistant", ex.reference),)
+        (
+            *tuple((role, content) for role, content in ex.messages if role != "system"),
+            ("assistant", ex.reference),
+        )
         for ex in rows
     )
     return ModelUnderTest(
@@ -167,7 +171,9 @@ def evaluate_candidate(
             log.warning("few-shot baseline skipped: no train split given to draw examples from")
     if champion is not None:
         models.append(champion)
-    generation = GenerationSettings(max_tokens=config.max_tokens, temperature=config.temperature, seed=spec.finetune.seed)
+    generation = GenerationSettings(
+        max_tokens=config.max_tokens, temperature=config.temperature, seed=spec.finetune.seed
+    )
     answers = [
         require_complete(
             generate_answers(
@@ -209,7 +215,11 @@ def _score_and_decide(
         metrics += [m for m in judge.evaluators if m not in metrics and m in JUDGE_METRICS]
     rows = score_answers(examples, answers, metrics=metrics, nltk_dir=settings.state_home / "nltk_data",
                          format_evaluator=format_evaluator, judge=judge)  # fmt: skip
-    boot = {"resamples": config.bootstrap_resamples, "confidence": config.confidence, "seed": spec.finetune.seed}
+    boot = {
+        "resamples": config.bootstrap_resamples,
+        "confidence": config.confidence,
+        "seed": spec.finetune.seed,
+    }
     summaries = {a.label: summarise_model(a, rows.for_model(a.label), **boot) for a in answers}
     cand_label = answers[0].label
     comparisons = {

@@ -12,16 +12,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tuneops.errors import StoreError
 from tuneops.tasks.evaluation.rules import PromotionDecision
 from tuneops.tasks.evaluation.summary import Comparisons
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
+
+from tuneops.errors import StoreError
 
 STAGE_TAG = "tuneops.stage"
 _METRICS_PER_CALL = 1000
 
 
-def _metric_rows(summaries: Sequence[ModelSummary], comparisons: Comparisons, candidate: str) -> dict[str, float]:
+def _metric_rows(
+    summaries: Sequence[ModelSummary], comparisons: Comparisons, candidate: str
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for s in summaries:
         for metric, interval in s.metrics.items():
@@ -46,7 +49,9 @@ def _metric_rows(summaries: Sequence[ModelSummary], comparisons: Comparisons, ca
 
 
 def _row_table(
-    examples: Sequence[TestExample], answers: Sequence[ModelAnswers], scores: dict[str, dict[str, list[float]]]
+    examples: Sequence[TestExample],
+    answers: Sequence[ModelAnswers],
+    scores: dict[str, dict[str, list[float]]],
 ) -> dict[str, list[Any]]:
     table: dict[str, list[Any]] = {"row": [], "model": [], "query": [], "reference": [], "response": []}
     table.update({"latency_ms": [], "tokens": [], "cost_usd": []})

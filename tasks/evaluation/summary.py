@@ -98,7 +98,7 @@ def markdown_table(
     metrics: list[str] = []
     for summary in summaries:
         metrics.extend(m for m in summary.metrics if m not in metrics)
-    others = [label for label in comparisons]
+    others = list(comparisons)
     header = ["metric", *(f"{s.label} ({s.model})" for s in summaries)]
     header += [f"{candidate_label} - {label}" for label in others]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
