@@ -1,0 +1,63 @@
+"""Thin Prefect tasks over the registry: what the ``retrain`` flow calls.
+
+Both are safe to retry and to re-run after a crash: registration looks the job up first, and a
+promotion to where the alias already is changes nothing. They retry only on failures that may
+be transient (MLflow or the state database unreachable), never on a refusal or a missing version.
+Arguments are plain strings and our frozen dataclasses, so Prefect can hash them for caching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from tuneops.errors import RegistryError, UserError, VersionNotFoundError
+from tuneops.registry.conventions import CHALLENGER
+from tuneops.registry.ledger import Ledger
+from tuneops.registry.mlflow_store import RegistryStore
+from tuneops.registry.promotion import promote
+from tuneops.registry.register import register_model
+from tuneops.registry.types import PromotionResult, RegisteredVersion, RegistrationRequest
+
+
+def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry MLflow/state-DB failures; a refusal or a missing version will not heal by waiting."""
+    try:
+        state.result(raise_on_failure=True)
+    except (UserError, VersionNotFoundError):
+        return False
+    except RegistryError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="register-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient_only)
+def register_model_task(
+    request: RegistrationRequest, tracking_uri: str, artifact_root: str | None = None
+) -> RegisteredVersion:
+    """Register one fine-tune as a model version (one version per job, however often it runs)."""
+    return register_model(request, RegistryStore(tracking_uri, artifact_root))
+
+
+@task(name="set-challenger", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient_only)
+def set_challenger_task(
+    model_name: str,
+    version: str,
+    *,
+    tracking_uri: str,
+    state_db_url: str,
+    reason: str = "quality gate passed",
+    actor: str | None = None,
+) -> PromotionResult:
+    """Point ``challenger`` at a freshly registered version and record it in the ledger (source "flow")."""
+    ledger = Ledger.open(state_db_url)
+    try:
+        return promote(
+            RegistryStore(tracking_uri), ledger, model_name, version, CHALLENGER, reason=reason, actor=actor,
+            source="flow",
+        )
+    finally:
+        ledger.close()
