@@ -410,6 +410,12 @@ class OpenAIStubServer:
                 return 200, job, {}
         return 404, _error(f"Invalid URL ({method} {path})", "invalid_request_error"), {}
 
+    def handle_outside(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """Requests outside ``path_prefix`` (Azure's management plane); None means 404."""
+        return None
+
     def _validate_create(self, payload: dict[str, Any]) -> str | None:
         if not payload.get("model"):
             return "Missing required parameter: 'model'."
@@ -435,7 +441,9 @@ class OpenAIStubServer:
                 body = self.rfile.read(length) if length else b""
                 query = parse_qs(parts.query, keep_blank_values=True)
                 if not parts.path.startswith(stub.path_prefix):
-                    self._reply(404, _error("Unknown path", "invalid_request_error"), {})
+                    with stub._lock:
+                        outside = stub.handle_outside(method, parts.path, query, self.headers, body)
+                    self._reply(*(outside or (404, _error("Unknown path", "invalid_request_error"), {})))
                     return
                 path = parts.path[len(stub.path_prefix) :].rstrip("/") or "/"
                 with stub._seen:

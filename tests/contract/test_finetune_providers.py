@@ -1,0 +1,236 @@
+"""Every fine-tune provider adapter against the same assertions, each at its HTTP boundary.
+
+- ``openai-stub``: ``OpenAIStubServer`` speaks OpenAI's documented files + fine-tuning protocol
+  (the real cloud can't be reached from here).
+- ``azure-stub``: a PROTOCOL TEST. ``AzureOpenAIStubServer`` speaks the documented Azure OpenAI
+  data-plane shapes (``api-version`` query, ``api-key`` header, ``trainingType``, ``pending``,
+  null fields) and the management-plane deployments PUT/GET with provisioning states. It is not
+  Azure; it checks that our adapter sends and understands those shapes.
+- ``local-service``: tuneops' own local service, for real (it trains a tiny model on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
+from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+from tuneops.tasks.finetune.provider import FineTuneProvider
+from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, PollPolicy
+from tuneops.tasks.finetune.types import FineTuneRequest, JobStatus
+from tuneops.tasks.finetune.wait import follow_job
+
+from tuneops.errors import FineTuneFailedError, ProviderAuthError, SpecError
+from tuneops.spec import AzureOpenAIProviderConfig
+from tuneops.testing.azure_stub import AzureOpenAIStubServer
+from tuneops.testing.openai_stub import OpenAIStubServer
+
+FAST_POLL = PollPolicy(initial=0.05, max_interval=0.5, timeout=300)
+AZURE_KEY = "azure-key-5e1f0c"
+MGMT_TOKEN = "mgmt-token-77ab"
+
+
+class StaticToken:
+    """A credential for the management plane that needs no Azure AD (protocol test)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.scopes.append(scopes)
+        return type("AccessToken", (), {"token": self.token, "expires_on": 2**31})()
+
+
+@dataclass
+class Target:
+    provider: FineTuneProvider
+    base_model: str
+    server: Any = None
+
+
+def azure_config(stub: AzureOpenAIStubServer, **changes: Any) -> AzureOpenAIProviderConfig:
+    values = {
+        "kind": "azure-openai",
+        "endpoint": stub.endpoint,
+        "api_version": "2025-04-01-preview",
+        "subscription_id": "sub-1",
+        "resource_group": "rg-1",
+        "account_name": "acct-1",
+        "management_endpoint": stub.root_url,
+        **changes,
+    }
+    return AzureOpenAIProviderConfig.model_validate(values)
+
+
+def azure_provider(stub: AzureOpenAIStubServer, **changes: Any) -> AzureOpenAIProvider:
+    return AzureOpenAIProvider(
+        azure_config(stub, **changes),
+        api_key=AZURE_KEY,
+        credential=StaticToken(MGMT_TOKEN),
+        deploy_poll=PollPolicy(initial=0.01, max_interval=0.05, timeout=30),
+    )
+
+
+@pytest.fixture(params=["openai-stub", "azure-stub", pytest.param("local-service", marks=pytest.mark.slow)])
+def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    if request.param == "openai-stub":
+        with OpenAIStubServer(api_key="sk-contract") as stub:
+            adapter = OpenAICompatibleProvider(kind="openai", base_url=stub.base_url, api_key="sk-contract")
+            yield Target(adapter, "gpt-4o-mini-2024-07-18", stub)
+            adapter.close()
+    elif request.param == "azure-stub":
+        with AzureOpenAIStubServer(api_key=AZURE_KEY, bearer_token=MGMT_TOKEN) as stub:
+            adapter = azure_provider(stub)
+            yield Target(adapter, "gpt-4o-mini-2024-07-18", stub)
+            adapter.close()
+    else:
+        from tuneops.serving.local.testing import build_test_base_model, serve_locally
+
+        folder = tmp_path_factory.mktemp("local-service")
+        with serve_locally(folder / "models", build_test_base_model(folder / "base")) as service:
+            adapter = OpenAICompatibleProvider(
+                kind="local", base_url=service.base_url, api_key=service.api_key or "tuneops-local"
+            )
+            yield Target(adapter, "tuneops-tiny", service)
+            adapter.close()
+
+
+def _train_file(folder: Path) -> Path:
+    path = folder / "train.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Say hello {i}"},
+                {"role": "assistant", "content": "hello"},
+            ]
+        }
+        for i in range(12)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _request(target: Target, file_id: str, key: str) -> FineTuneRequest:
+    return FineTuneRequest(
+        base_model=target.base_model,
+        training_file=file_id,
+        validation_file=None,
+        hyperparameters={"n_epochs": 1},
+        suffix="contract",
+        seed=3,
+        metadata={IDEMPOTENCY_METADATA_KEY: key},
+    )
+
+
+def test_upload_is_reused_by_digest(target: Target, tmp_path: Path) -> None:
+    path = _train_file(tmp_path)
+    first = target.provider.upload_file(path, split="train", sha256="a" * 64)
+    again = target.provider.upload_file(path, split="train", sha256="a" * 64)
+    other = target.provider.upload_file(path, split="train", sha256="b" * 64)
+    assert again.id == first.id and other.id != first.id
+    assert "a" * 64 in first.filename
+
+
+def test_job_lifecycle_in_our_own_types(target: Target, tmp_path: Path) -> None:
+    upload = target.provider.upload_file(_train_file(tmp_path), split="train", sha256="c" * 64)
+    job = target.provider.create_job(_request(target, upload.id, "key-1"))
+    assert job.status in {JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PENDING, JobStatus.RUNNING}
+    assert job.metadata[IDEMPOTENCY_METADATA_KEY] == "key-1" and job.training_file == upload.id
+
+    assert [j.id for j in target.provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, "key-1")] == [
+        job.id
+    ]
+    assert target.provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, "key-2") == []
+
+    seen: list[Any] = []
+    done = follow_job(target.provider, job, poll=FAST_POLL, on_events=seen.extend)
+    assert done.status is JobStatus.SUCCEEDED and done.fine_tuned_model and done.trained_tokens
+    steps = [e.step for e in seen if e.is_metrics]
+    assert steps == sorted(steps) and len(steps) >= 1
+    assert all(isinstance(e.train_loss, float) for e in seen if e.is_metrics)
+
+    deployed = target.provider.deploy(done, "contract-deployment")
+    where = target.provider.inference_target(deployed)
+    assert where.model == deployed.endpoint_model
+    if target.provider.kind == "azure-openai":
+        assert deployed.deployment == "contract-deployment" and where.api_version == "2025-04-01-preview"
+    else:
+        assert deployed.deployment is None and where.model == done.fine_tuned_model
+
+
+def test_cancel_ends_a_job_cancelled(target: Target, tmp_path: Path) -> None:
+    upload = target.provider.upload_file(_train_file(tmp_path), split="train", sha256="d" * 64)
+    job = target.provider.create_job(_request(target, upload.id, "key-cancel"))
+    cancelled = target.provider.cancel_job(job.id)
+    if cancelled.status is not JobStatus.CANCELLED:  # some providers cancel asynchronously
+        with pytest.raises(FineTuneFailedError, match="cancelled"):
+            follow_job(target.provider, job, poll=FAST_POLL)
+    assert target.provider.get_job(job.id).status is JobStatus.CANCELLED
+
+
+# -- Azure specifics (protocol tests) ------------------------------------------------------------
+
+
+@pytest.fixture
+def azure() -> Iterator[AzureOpenAIStubServer]:
+    with AzureOpenAIStubServer(api_key=AZURE_KEY, bearer_token=MGMT_TOKEN) as stub:
+        yield stub
+
+
+def test_azure_requests_carry_api_version_key_and_training_type(azure, tmp_path: Path) -> None:
+    adapter = azure_provider(azure, training_type="Global")
+    upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="e" * 64)
+    job = adapter.create_job(_request(Target(adapter, "gpt-4o-mini"), upload.id, "k"))
+    assert azure.api_versions == {"2025-04-01-preview"}
+    assert azure.state.jobs[job.id]["trainingType"] == "Global"
+    assert adapter.get_job(job.id).status is JobStatus.PENDING  # Azure's word for queued
+    raw = azure.state.jobs[job.id]
+    assert raw["organization_id"] is None and raw["seed"] is None  # nulls are tolerated
+    adapter.close()
+
+
+def test_azure_deployment_puts_the_documented_body_and_waits_for_provisioning(azure, tmp_path: Path) -> None:
+    adapter = azure_provider(azure, deployment_capacity=2)
+    upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="f" * 64)
+    job = follow_job(
+        adapter, adapter.create_job(_request(Target(adapter, "gpt-4o-mini"), upload.id, "k")), poll=FAST_POLL
+    )
+    deployed = adapter.deploy(job, "support-bot-1")
+    record = azure.deployments["support-bot-1"]
+    assert record["sku"] == {"name": "standard", "capacity": 2}
+    assert record["properties"]["model"] == {"format": "OpenAI", "name": job.fine_tuned_model, "version": "1"}
+    assert record["properties"]["provisioningState"] == "Succeeded"
+    gets = [r for r in azure.state.requests if r[0] == "GET" and r[1].endswith("/deployments/support-bot-1")]
+    assert len(gets) >= azure.creating_polls
+    assert adapter.deploy(job, "support-bot-1").deployment == deployed.deployment  # PUT is idempotent
+    assert len(azure.deployments) == 1
+    adapter.close()
+
+
+def test_azure_failed_deployment_and_missing_account_are_clear(azure, tmp_path: Path) -> None:
+    adapter = azure_provider(azure)
+    upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="0" * 64)
+    job = follow_job(
+        adapter, adapter.create_job(_request(Target(adapter, "m"), upload.id, "k")), poll=FAST_POLL
+    )
+    azure.fail_deployments = True
+    with pytest.raises(FineTuneFailedError, match="ended Failed"):
+        adapter.deploy(job, "will-fail")
+    adapter.close()
+    incomplete = azure_provider(azure, account_name=None)
+    with pytest.raises(SpecError, match=r"provider\.account_name"):
+        incomplete.deploy(job, "x")
+    incomplete.close()
+
+
+def test_azure_wrong_keys_are_auth_errors(azure, tmp_path: Path) -> None:
+    wrong = AzureOpenAIProvider(azure_config(azure), api_key="nope", credential=StaticToken("bad"))
+    with pytest.raises(ProviderAuthError, match="HTTP 401"):
+        wrong.upload_file(_train_file(tmp_path), split="train", sha256="1" * 64)
+    wrong.close()
