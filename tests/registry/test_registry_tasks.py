@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from prefect import flow
-
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.tasks import register_model_task, set_challenger_task
@@ -40,7 +39,9 @@ def test_register_and_set_challenger_in_a_flow(
     ledger.close()
 
 
-def test_the_tasks_run_as_plain_functions(build_version: Any, store: RegistryStore, mlflow_store: Any) -> None:
+def test_the_tasks_run_as_plain_functions(
+    build_version: Any, store: RegistryStore, mlflow_store: Any
+) -> None:
     built = build_version()
     again = register_model_task.fn(built.request, mlflow_store.tracking_uri, mlflow_store.artifact_root)
     assert again.version == built.version.version and not again.created
