@@ -141,6 +141,10 @@ class PromotionDecision:
         }
 
 
+# A change of exactly the required size passes despite float rounding (0.3 - 0.1 < 0.2).
+_TOLERANCE = 1e-9
+
+
 def _better(a: float, b: float, greater_is_better: bool) -> float:
     """How much ``a`` beats ``b`` in the metric's direction (negative when worse)."""
     return a - b if greater_is_better else b - a
@@ -184,7 +188,7 @@ def _change_checks(gate: GateLike, cand: float | None, base: ModelScores) -> lis
             observed = math.inf if gain > 0 else (0.0 if gain == 0 else -math.inf)
         else:
             observed = gain / abs(ref)
-        ok = observed >= req
+        ok = observed >= req - _TOLERANCE * max(1.0, abs(req))
         what = "absolute" if kind == "min_absolute_change" else "relative"
         msg = (f"{gate.metric} vs {base.label}: {what} improvement {_fmt(observed)} "
                f"{'>=' if ok else '<'} required {_fmt(req)}")  # fmt: skip
