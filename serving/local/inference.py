@@ -1,0 +1,191 @@
+"""Text generation for chat completions: loading models (base or base + LoRA) and sampling.
+
+A hand-written decoding loop with a KV cache rather than ``model.generate``: it streams token by
+token without an extra thread, honours ``seed`` exactly (its own ``torch.Generator``), and stops
+on the template's end-of-turn token or a user ``stop`` string. Fine-tuned adapters are merged
+into a copy of their base once and kept in a small LRU cache, so a fine-tuned model answers as
+fast as a base one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneops.serving.local.training import context_length, load_causal_lm, render
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PromptTooLong(ValueError):
+    """The prompt alone fills the model's context window."""
+
+    def __init__(self, prompt_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {limit} tokens; the messages resulted in "
+            f"{prompt_tokens} tokens. Shorten the messages."
+        )
+
+
+class LoadedModel:
+    """A model ready to answer chats: weights in eval mode plus its tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context = context_length(model)
+        stops = {tokenizer.eos_token_id}
+        for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+                stops.add(token_id)
+        self.stop_ids = {t for t in stops if t is not None}
+
+    def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = render(self.tokenizer, messages, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def stream(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str | GenerationResult]:
+        """Yield text deltas as they are decoded, then one ``GenerationResult``."""
+        import torch
+
+        prompt = self.prompt_ids(messages)
+        room = self.context - len(prompt)
+        if room < 1:
+            raise PromptTooLong(len(prompt), self.context)
+        budget = min(params.max_tokens or room, room)
+        generator = torch.Generator(device="cpu")
+        if params.seed is not None:
+            generator.manual_seed(params.seed)
+        else:
+            generator.seed()
+        hold_back = max((len(s) for s in params.stop), default=1) - 1
+        generated: list[int] = []
+        emitted = ""
+        finish = "length"
+        past = None
+        step_input = torch.tensor([prompt], device=self.model.device)
+        with torch.no_grad():
+            for _ in range(budget):
+                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = self._pick(out.logits[0, -1, :].float(), params, generator)
+                if token in self.stop_ids:
+                    finish = "stop"
+                    break
+                generated.append(token)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                cut = _first_stop(text, params.stop)
+                if cut is not None:
+                    text, finish = text[:cut], "stop"
+                    if len(text) > len(emitted):
+                        yield text[len(emitted):]
+                    emitted = text
+                    break
+                safe = len(text) - hold_back
+                if text.endswith("\ufffd"):  # an unfinished multi-byte character
+                    safe = min(safe, len(text) - 1)
+                if safe > len(emitted):
+                    yield text[len(emitted):safe]
+                    emitted = text[:safe]
+                step_input = torch.tensor([[token]], device=self.model.device)
+        if finish != "stop" or _first_stop(emitted, params.stop) is None:
+            final = self.tokenizer.decode(generated, skip_special_tokens=True)
+            cut = _first_stop(final, params.stop)
+            final = final if cut is None else final[:cut]
+            if len(final) > len(emitted) and final.startswith(emitted):
+                yield final[len(emitted):]
+                emitted = final
+        yield GenerationResult(emitted, finish, len(prompt), len(generated))
+
+    def complete(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> GenerationResult:
+        result = None
+        for item in self.stream(messages, params):
+            if isinstance(item, GenerationResult):
+                result = item
+        assert result is not None
+        return result
+
+    @staticmethod
+    def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
+        import torch
+
+        if params.temperature <= 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+            sorted_probs = sorted_probs * keep
+            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+            return int(order[choice])
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+class ModelCache:
+    """Loaded models by (base folder, adapter folder), least recently used evicted first."""
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self._entries: OrderedDict[tuple[str, str | None], LoadedModel] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str | None], threading.Lock] = {}
+
+    def get(self, base_dir: Path, adapter_dir: Path | None = None) -> LoadedModel:
+        key = (str(base_dir), str(adapter_dir) if adapter_dir else None)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            load_lock = self._loading.setdefault(key, threading.Lock())
+        with load_lock:  # one load per key even when requests race
+            with self._lock:
+                if key in self._entries:
+                    return self._entries[key]
+            loaded = load_model(base_dir, adapter_dir)
+            with self._lock:
+                self._entries[key] = loaded
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+            return loaded
+
+
+def load_model(base_dir: Path, adapter_dir: Path | None = None) -> LoadedModel:
+    """A base model, or a base with a LoRA adapter merged into its weights."""
+    import torch
+
+    model, tokenizer = load_causal_lm(base_dir)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    model.eval()
+    return LoadedModel(model, tokenizer)

@@ -1,0 +1,155 @@
+"""Start, find and stop the local service as a subprocess.
+
+``running_service`` is what ``tuneops run`` and other stages' tests call: reuse whatever already
+answers OpenAI-style at the base URL, or start the service there for the duration of the block.
+Start-up is awaited on the ``/health`` endpoint (never on a fixed sleep), and an early exit of the
+child is reported with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tuneops.errors import ServiceError
+from tuneops.settings import QUIET_ENVIRONMENT, TuneopsSettings
+
+API_KEY_ENV = "TUNEOPS_LOCAL_API_KEY"
+
+
+@dataclass
+class ServiceProcess:
+    """A running service child: where it answers and how to stop it."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    home: Path
+    log_path: Path
+    api_key: str | None = None
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (the worker stops at its next step, state stays resumable), then SIGKILL."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing gets a chance to clean up."""
+        self.process.kill()
+        self.process.wait(10)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def answers_openai(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
+    """True when ``GET {base_url}/models`` returns an OpenAI-style model list."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
+        return response.status_code == 200 and response.json().get("object") == "list"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_service(
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    api_key: str | None = None,
+    base_model_dirs: Sequence[Path] = (),
+    tiny_profile: str = "default",
+    startup_timeout: float = 120,
+    extra_args: Sequence[str] = (),
+) -> ServiceProcess:
+    """Start ``python -m tuneops.serving.local`` on ``home`` and wait until ``/health`` answers."""
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    command = [sys.executable, "-m", "tuneops.serving.local", "--host", host, "--port", str(port),
+               "--home", str(home), "--tiny-profile", tiny_profile, *extra_args]
+    for folder in base_model_dirs:
+        command += ["--base-model-dir", str(folder)]
+    env = {**QUIET_ENVIRONMENT, **os.environ}
+    if api_key:
+        env[API_KEY_ENV] = api_key
+    else:
+        env.pop(API_KEY_ENV, None)
+    log_path = home / "service.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    service = ServiceProcess(process, f"http://{host}:{port}/v1", home, log_path, api_key)
+    deadline = time.monotonic() + startup_timeout
+    with httpx.Client(timeout=1.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise ServiceError(f"the local service exited with code {process.returncode} while starting: "
+                                   f"{_log_tail(log_path)}", hint=f"full log: {log_path}")
+            try:
+                if client.get(f"{service.root_url}/health").status_code == 200:
+                    return service
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                service.stop(5)
+                raise ServiceError(f"the local service did not answer on {service.root_url}/health within "
+                                   f"{startup_timeout:.0f}s", hint=f"see {log_path}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(0.1)  # also notices an early exit at once
+
+
+@contextlib.contextmanager
+def running_service(
+    settings: TuneopsSettings, base_url: str, *, api_key: str | None = None, startup_timeout: float = 120
+) -> Iterator[str]:
+    """Yield ``base_url`` with an OpenAI-compatible service answering there.
+
+    If something already answers (``GET {base_url}/models``), it is used as is. Otherwise the
+    local service is started on the URL's host and port with ``settings.models_dir`` as its home,
+    and stopped (SIGTERM, then kill) when the block ends.
+    """
+    key = api_key or (settings.local_api_key.get_secret_value() if settings.local_api_key else None)
+    if answers_openai(base_url, key):
+        yield base_url
+        return
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ServiceError(f"nothing answers at {base_url} and the local service can only be started on "
+                           "http://127.0.0.1:<port>", hint="start the provider or fix its base_url")
+    service = start_service(settings.models_dir, host=parts.hostname or "127.0.0.1", port=parts.port or 80,
+                            api_key=key, startup_timeout=startup_timeout)
+    try:
+        yield base_url
+    finally:
+        service.stop()
