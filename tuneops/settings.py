@@ -62,6 +62,7 @@ class TuneopsSettings(BaseSettings):
         validation_alias=AliasChoices("TUNEOPS_AZURE_OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"),
     )
     local_api_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None  # signs MLflow registry webhooks (TUNEOPS_WEBHOOK_SECRET)
     mlflow_ui_url: str | None = None
     prefect_ui_url: str | None = None
 
@@ -92,7 +93,7 @@ class TuneopsSettings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret in these settings, for log scrubbing and leak scans."""
-        secrets = (self.openai_api_key, self.azure_openai_api_key, self.local_api_key)
+        secrets = (self.openai_api_key, self.azure_openai_api_key, self.local_api_key, self.webhook_secret)
         return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @classmethod
