@@ -130,6 +130,14 @@ def test_refusals_are_one_line_without_traceback(
     assert code == 0
 
 
+def test_webhook_receiver_needs_a_secret(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TUNEOPS_WEBHOOK_SECRET", raising=False)
+    code, _, err = run(["registry", "webhook"], capsys, monkeypatch)
+    assert code == 2 and "TUNEOPS_WEBHOOK_SECRET" in err
+
+
 @pytest.mark.slow
 def test_the_installed_command(project: Path, build_version: Any) -> None:
     """The console script itself, in a child process, as a user types it."""

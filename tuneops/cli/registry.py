@@ -136,7 +136,7 @@ def ledger(
 
 
 registry_app = typer.Typer(
-    help="Registry maintenance: reconcile the ledger with MLflow.", no_args_is_help=True
+    help="Registry maintenance: reconcile the ledger with MLflow, receive its webhooks.", no_args_is_help=True
 )
 
 
@@ -160,6 +160,44 @@ def reconcile_command(
                 console.print(f"{name}@{entry.alias}: {entry.from_version} -> {entry.to_version} (observed)")
             if not found:
                 console.print(f"{name}: ledger up to date")
+
+
+@registry_app.command("webhook")
+def webhook_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8790,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL MLflow should call, if not http://HOST:PORT/mlflow-webhook.")
+    ] = None,
+    install: Annotated[
+        bool, typer.Option(help="Create/repoint the 'tuneops-ledger' webhook in MLflow.")
+    ] = True,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """Receive MLflow registry webhooks so UI alias moves reach the ledger at once (needs mlflow server)."""
+    from tuneops.registry.webhooks import WEBHOOK_PATH, WebhookReceiver, install_webhook
+
+    settings = settings_for(spec)
+    if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():
+        raise UsageError(
+            "no webhook secret", hint="set TUNEOPS_WEBHOOK_SECRET (in the environment or .env) first"
+        )
+    secret = settings.webhook_secret.get_secret_value()
+    with _registry(spec) as (store, led, _):
+        receiver = WebhookReceiver(store, led, secret, host=host, port=port)
+        url = public_url or receiver.url
+        if install:
+            install_webhook(store, url, secret)
+        if not store.tracking_uri.startswith(("http://", "https://")):
+            err_console.print(
+                "[yellow]warning:[/yellow] MLflow fires webhooks only through 'mlflow server'; with "
+                f"{store.tracking_uri} run 'tuneops registry reconcile' instead"
+            )
+        console.print(f"receiving MLflow alias events at {url} (path {WEBHOOK_PATH}); Ctrl-C stops")
+        try:
+            receiver.serve_forever()
+        finally:
+            receiver.server.server_close()
 
 
 def register(app: typer.Typer) -> None:
