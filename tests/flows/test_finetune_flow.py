@@ -26,8 +26,12 @@ FAKE_KEY = "sk-tuneops-flow-8d41c0b7e2a94f"
 
 def _write_project(folder: Path, base_url: str, **finetune: object) -> Path:
     rows = [
-        {"messages": [{"role": "user", "content": f"Where is order {i}?"},
-                      {"role": "assistant", "content": f"Order {i} ships tomorrow."}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"Where is order {i}?"},
+                {"role": "assistant", "content": f"Order {i} ships tomorrow."},
+            ]
+        }
         for i in range(20)
     ]
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
@@ -99,7 +103,10 @@ def _spawn_flow(spec: Path, env: dict[str, str], log: Path) -> subprocess.Popen[
     )
     with log.open("wb") as handle:
         return subprocess.Popen(
-            [sys.executable, "-c", code], env=child_env, stdout=handle, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", code],
+            env=child_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -174,3 +181,76 @@ def test_no_secret_reaches_mlflow_or_logs(
     assert FAKE_KEY not in caplog.text and FAKE_KEY not in out and FAKE_KEY not in err
     _, [run] = _runs(mlflow_store)
     assert run.data.params and FAKE_KEY not in json.dumps([run.data.params, run.data.tags])
+
+
+def _tuneops(monkeypatch, *args: str) -> int:
+    """Run the ``tuneops`` console entry point in-process, as a user's shell would."""
+    from tuneops.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return int(exited.value.code or 0)
+
+
+@pytest.mark.slow
+def test_cli_prints_job_status_and_model_and_refuses_over_budget(
+    prefect_harness, stub, project_dir, project_env, mlflow_store, capfd, monkeypatch
+) -> None:
+    spec = _write_project(project_dir, stub.base_url)
+    code = _tuneops(monkeypatch, "finetune", "--spec", str(spec), "--poll-interval", "0.01")
+    out, err = capfd.readouterr()
+    [job_id] = list(stub.state.jobs)
+    model = stub.state.jobs[job_id]["fine_tuned_model"]
+    assert code == 0, err
+    assert f"job {job_id}" in out and "succeeded" in out and f"fine-tuned model: {model}" in out
+
+    over = _write_project(project_dir, stub.base_url, max_training_tokens=10)
+    code = _tuneops(monkeypatch, "finetune", "--spec", str(over))
+    out, err = capfd.readouterr()
+    assert code == 1 and "max_training_tokens is 10" in err and "Traceback" not in err + out
+    assert stub.job_count == 1
+
+
+@pytest.mark.slow
+def test_cli_reports_an_unknown_dataset_in_one_line(
+    prefect_harness, stub, project_dir, project_env, capfd, monkeypatch
+) -> None:
+    spec = _write_project(project_dir, stub.base_url)
+    code = _tuneops(monkeypatch, "finetune", "--spec", str(spec), "--dataset", "orders-bot@zz")
+    _, err = capfd.readouterr()
+    assert code == 1 and "error: no dataset called 'orders-bot'" in err and "Traceback" not in err
+    assert stub.job_count == 0
+
+
+@pytest.mark.slow
+def test_acceptance_against_the_local_service(
+    prefect_harness, project_dir, mlflow_store, monkeypatch, tmp_path
+) -> None:
+    """The real thing: tuneops' local service trains a tiny model; official SDK over real HTTP."""
+    from tuneops.flows.finetune import finetune
+    from tuneops.serving.local.testing import build_test_base_model, serve_locally
+    from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+
+    monkeypatch.setenv("TUNEOPS_TRACKING_URI", mlflow_store.tracking_uri)
+    monkeypatch.setenv("TUNEOPS_ARTIFACT_ROOT", mlflow_store.artifact_root)
+    base = build_test_base_model(tmp_path / "base")
+    with serve_locally(tmp_path / "models", base) as service:
+        spec = _write_project(project_dir, service.base_url)
+        text = spec.read_text().replace("kind: openai", "kind: local")
+        spec.write_text(text.replace("gpt-4o-mini-2024-07-18", "tuneops-tiny"))
+        job = finetune(spec_path=str(spec), poll_interval=0.2)
+        again = finetune(spec_path=str(spec), poll_interval=0.2)
+        client = OpenAICompatibleProvider(
+            kind="local", base_url=service.base_url, api_key="tuneops-local"
+        ).client
+        jobs = list(client.fine_tuning.jobs.list())
+        models = [m.id for m in client.models.list()]
+        client.close()
+    assert job.status == "succeeded" and job.fine_tuned_model.startswith("ft:tuneops-tiny")
+    assert again.id == job.id and len(jobs) == 1
+    assert job.fine_tuned_model in models
+    mlflow_client, [first, *_] = _runs(mlflow_store)
+    losses = mlflow_client.get_metric_history(first.info.run_id, "train_loss")
+    assert len(losses) >= 2 and all(m.value > 0 for m in losses)
+    assert first.data.metrics["trained_tokens"] > 0
