@@ -13,9 +13,12 @@ test session and shared read-only by every service.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,17 +26,61 @@ from tuneops.serving.local.launcher import ServiceProcess, start_service
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
 
 
+CLAIMS_SYSTEM_PROMPT = (
+    "You are ClaimBot, an insurance claims assistant. Answer exactly as "
+    "CLAIM_TYPE=<type>; PRIORITY=<low|medium|high>; NEXT=<action>."
+)
+_CLAIMS = (
+    ("water is leaking through my kitchen ceiling", "property", "high", "send_adjuster"),
+    ("my windshield has a long crack", "auto", "low", "book_glass_repair"),
+    ("my car was stolen from the driveway last night", "auto", "high", "file_police_report"),
+    ("hail dented the roof of my house", "property", "medium", "send_adjuster"),
+    ("I broke my wrist while skiing", "health", "medium", "request_medical_report"),
+    ("someone took my laptop from the office", "theft", "medium", "file_police_report"),
+    ("a tree fell on my garage during the storm", "property", "high", "send_adjuster"),
+    ("another driver hit my parked car", "auto", "medium", "collect_photos"),
+)
+_OPENERS = ("Hello, ", "Hi. ", "Good morning, ", "", "Please help: ", "I want to report that ", "Urgent: ")
+_BUILT: dict[str, Path] = {}
+
+
+def claims_chat_examples(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` chat examples of an insurance-claims assistant with a strict answer format.
+
+    Small stand-in for the project's example dataset: a fixed system prompt, varied user
+    wording, and an answer fully determined by the claim, so a fine-tune can learn it.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        what, kind, priority, action = rng.choice(_CLAIMS)
+        user = f"{rng.choice(_OPENERS)}{what}. My policy number is {rng.randint(10000, 99999)}."
+        rows.append({"messages": [
+            {"role": "system", "content": CLAIMS_SYSTEM_PROMPT},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": f"CLAIM_TYPE={kind}; PRIORITY={priority}; NEXT={action}."},
+        ]})
+    return rows
+
+
+def as_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
 def build_test_base_model(directory: Path) -> Path:
-    """Build (once) the test-profile ``tuneops-tiny`` under ``directory``; returns its folder."""
+    """Build the test-profile ``tuneops-tiny`` under ``directory`` (once per process); returns its folder."""
+    if "test" in _BUILT and (_BUILT["test"]).is_dir():
+        return _BUILT["test"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return ensure_tiny_model(Path(directory) / TINY_MODEL_ID, "test")
+        _BUILT["test"] = ensure_tiny_model(Path(directory) / TINY_MODEL_ID, "test")
     finally:
         torch.set_num_threads(threads)
+    return _BUILT["test"]
 
 
 @contextlib.contextmanager
