@@ -74,6 +74,8 @@ class Evaluation:
     gate: str | None
     gate_reasons: list[str]
     run_tags: dict[str, str]
+    by_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def build_lineage(
         registration_run_id=version.run_id,
         finetune=_finetune(tags, finetune_run),
         dataset=_dataset(tags, registration, read_manifest, warnings),
-        evaluation=_evaluation(tags, eval_run),
+        evaluation=_evaluation(tags, eval_run, _decision(store, eval_run, warnings)),
         flow_run_id=tags.get(c.TAG_FLOW_RUN_ID),
         ledger=history,
         generated_at=utcnow(),
@@ -302,14 +304,47 @@ def _sum(values: list[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-def _evaluation(tags: dict[str, str], run: RunSummary | None) -> Evaluation:
+DECISION_ARTIFACT = "evaluation/decision.json"
+
+
+def _decision(store: RegistryStore, run: RunSummary | None, warnings: list[str]) -> dict[str, Any] | None:
+    """The evaluation stage's gate decision artifact, when the run has one."""
+    if run is None:
+        return None
+    try:
+        found = store.load_json_artifact(run.run_id, DECISION_ARTIFACT)
+    except (RegistryError, OSError, ValueError) as exc:
+        warnings.append(f"{DECISION_ARTIFACT} of run {run.run_id} unreadable: {exc}")
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def group_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``label.metric`` keys (the evaluation stage's naming) grouped by label."""
+    grouped: dict[str, dict[str, float]] = {}
+    for key, value in sorted(metrics.items()):
+        label, dot, metric = key.partition(".")
+        if dot:
+            grouped.setdefault(label, {})[metric] = value
+    return grouped
+
+
+def _evaluation(tags: dict[str, str], run: RunSummary | None, decision: dict[str, Any] | None) -> Evaluation:
     run_tags = {k: v for k, v in (run.tags if run else {}).items() if k.startswith(c.TAG_PREFIX)}
     gate = tags.get(c.TAG_GATE) or run_tags.get(c.TAG_GATE)
     reasons = _json_tag(tags.get(c.TAG_GATE_REASONS) or run_tags.get(c.TAG_GATE_REASONS), [])
+    if not reasons and decision:
+        reasons = [
+            str(check.get("message")) for check in decision.get("checks", []) if isinstance(check, dict)
+        ]
+    if gate is None and decision and isinstance(decision.get("passed"), bool):
+        gate = c.GATE_PASSED if decision["passed"] else c.GATE_FAILED
     return Evaluation(
         run_id=run.run_id if run else tags.get(c.TAG_EVAL_RUN_ID),
         metrics=dict(sorted((run.metrics if run else {}).items())),
         gate=gate,
         gate_reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)],
         run_tags=run_tags,
+        by_model=group_metrics(run.metrics if run else {}),
+        decision=decision,
     )

@@ -9,10 +9,12 @@ only switched, and restored, around the few fluent calls that have no client for
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -223,6 +225,20 @@ class RegistryStore:
     def get_run(self, run_id: str) -> RunSummary:
         with self.errors(f"run {run_id}"):
             return self._run(self.client.get_run(run_id))
+
+    def load_json_artifact(self, run_id: str, path: str) -> Any | None:
+        """A JSON artifact of a run, or None when the run has no such file."""
+        import mlflow.artifacts
+
+        with self.errors(f"artifact {path} of run {run_id}"):
+            folder, _, name = path.rpartition("/")
+            if name not in {Path(f.path).name for f in self.client.list_artifacts(run_id, folder or None)}:
+                return None
+            with tempfile.TemporaryDirectory(prefix="tuneops-artifact-") as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+                return json.loads(Path(local).read_text(encoding="utf-8"))
 
     def _run(self, run: Any) -> RunSummary:
         inputs = tuple(

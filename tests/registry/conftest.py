@@ -160,6 +160,22 @@ def build_version(store: RegistryStore, tmp_path: Path, chat_stub: ChatStub) -> 
         for key, value in {"candidate.f1": 0.81, "base.f1": 0.52, "champion.f1": 0.77}.items():
             client.log_metric(ev.info.run_id, key, value)
         client.set_tag(ev.info.run_id, "tuneops.gate", "passed" if gate_passed else "failed")
+        decision = {
+            "passed": bool(gate_passed),
+            "candidate": "candidate",
+            "checks": [
+                {
+                    "kind": "threshold",
+                    "passed": bool(gate_passed),
+                    "message": "f1 0.81 >= 0.6",
+                    "metric": "f1",
+                    "against": None,
+                    "observed": 0.81,
+                    "required": 0.6,
+                }
+            ],
+        }
+        client.log_dict(ev.info.run_id, decision, "evaluation/decision.json")
         client.set_terminated(ev.info.run_id)
         request = RegistrationRequest(
             model_name=name,

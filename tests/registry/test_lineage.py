@@ -49,6 +49,8 @@ def test_lineage_of_the_champion_follows_every_link(
     assert ev.run_id == built.eval_run_id
     assert ev.metrics == store.get_run(built.eval_run_id).metrics
     assert ev.gate == "passed" and ev.gate_reasons == ["f1 0.81 >= 0.6", "beats base by 0.29"]
+    assert ev.by_model == {"base": {"f1": 0.52}, "candidate": {"f1": 0.81}, "champion": {"f1": 0.77}}
+    assert ev.decision is not None and ev.decision["passed"] is True
     assert lineage.flow_run_id == built.request.flow_run_id
     assert [(e.alias, e.to_version, e.actor) for e in lineage.ledger] == [("champion", "1", "alice")]
 
@@ -102,7 +104,15 @@ def test_json_form_is_stable(build_version: Any, store: RegistryStore, ledger: L
         "manifest_found",
     }
     assert set(data["dataset"]["splits"][0]) == {"split", "sha256", "uri", "rows", "tokens"}
-    assert set(data["evaluation"]) == {"run_id", "metrics", "gate", "gate_reasons", "run_tags"}
+    assert set(data["evaluation"]) == {
+        "run_id",
+        "metrics",
+        "gate",
+        "gate_reasons",
+        "run_tags",
+        "by_model",
+        "decision",
+    }
     assert set(data["ledger"][0]) == {
         "id",
         "model",
@@ -198,3 +208,14 @@ def test_rendering_shows_the_chain(build_version: Any, store: RegistryStore, led
         "/runs/flow-run/",
     ):
         assert expected in text
+
+
+def test_gate_reasons_fall_back_to_the_decision_artifact(
+    build_version: Any, store: RegistryStore, ledger: Ledger
+) -> None:
+    built = build_version()
+    store.client.delete_model_version_tag(M, "1", "tuneops.gate_reasons")
+    store.client.delete_model_version_tag(M, "1", "tuneops.gate")
+    store.client.delete_tag(built.eval_run_id, "tuneops.gate")
+    lineage = build_lineage(store, ledger, ModelRef(M, version="1"))
+    assert lineage.evaluation.gate == "passed" and lineage.evaluation.gate_reasons == ["f1 0.81 >= 0.6"]
