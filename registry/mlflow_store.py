@@ -171,7 +171,9 @@ class RegistryStore:
         description: str,
         model_id: str | None,
     ) -> RegisteredVersion:
-        with self.errors(f"registering a version of {name!r}"):
+        # The registry resolves ``models:/m-...`` sources through the *process-wide* tracking store,
+        # not the client's: without this it looks in ./mlflow.db and finds no logged model.
+        with self.errors(f"registering a version of {name!r}"), self.fluent():
             created = self.client.create_model_version(
                 name, source, run_id=run_id, tags=tags, description=description or None, model_id=model_id
             )
