@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tuneops.tasks.evaluation.nltk_data import ensure_nltk_data
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
-from tuneops.tasks.evaluation.nltk_data import ensure_nltk_data
 from tuneops.testing.chat_stub import ChatStub, Messages, StubConfig, running_chat_stub
 
 CAPITALS = [
@@ -26,7 +26,9 @@ CAPITALS = [
     ("Cyprus", "Nicosia"), ("Ukraine", "Kyiv"),
 ]  # fmt: skip
 SYSTEM = "Answer with the capital city in one sentence."
-QUESTIONS = {f"What is the capital of {country}?": f"The capital of {country} is {city}." for country, city in CAPITALS}
+QUESTIONS = {
+    f"What is the capital of {country}?": f"The capital of {country} is {city}." for country, city in CAPITALS
+}
 ORDER = list(QUESTIONS)
 UNSURE = "I am not sure about that one."
 STUB_KEY = "sk-stub-secret-0123456789"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
-
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator, RefusalEvaluator, is_refusal
 
 SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
@@ -14,11 +13,11 @@ SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type"
     ("evaluator", "response", "score", "reason"),
     [
         (FormatComplianceEvaluator(), "anything", 1.0, ""),
-        (FormatComplianceEvaluator(regex=r"^The capital of \w+ is \w+\.$"), "The capital of Malta is Valletta.", 1.0, ""),
+        (FormatComplianceEvaluator(regex=r"^The capital of \w+ is \w+\.$"), "The capital of Malta is X.", 1.0, ""),
         (FormatComplianceEvaluator(regex=r"^The capital"), "Valletta.", 0.0, "does not match the regex"),
         (FormatComplianceEvaluator(max_chars=5), "123456", 0.0, "6 characters > max 5"),
         (FormatComplianceEvaluator(max_chars=6), "123456", 1.0, ""),
-        (FormatComplianceEvaluator(required_sections=("Summary:", "Steps:")), "summary: x\nSTEPS: y", 1.0, ""),
+        (FormatComplianceEvaluator(required_sections=("Summary:", "Steps:")), "summary: x\nSTEPS:", 1.0, ""),
         (FormatComplianceEvaluator(required_sections=("Summary:", "Steps:")), "Summary: x", 0.0,
          "missing section 'Steps:'"),
         (FormatComplianceEvaluator(json_schema=SCHEMA), '{"city": "Oslo"}', 1.0, ""),
@@ -28,7 +27,9 @@ SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type"
         (FormatComplianceEvaluator(json_schema=SCHEMA), "", 0.0, "not valid JSON"),
     ],
 )  # fmt: skip
-def test_format_compliance(evaluator: FormatComplianceEvaluator, response: str, score: float, reason: str) -> None:
+def test_format_compliance(
+    evaluator: FormatComplianceEvaluator, response: str, score: float, reason: str
+) -> None:
     assert evaluator(response=response) == {"format": score, "format_reason": reason}
 
 

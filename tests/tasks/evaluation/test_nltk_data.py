@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from tuneops.tasks.evaluation import nltk_data
 from tuneops.tasks.evaluation.nltk_data import RESOURCES, available_resources, ensure_nltk_data
 
@@ -32,7 +31,7 @@ def test_nltk_reads_them_without_downloading(nltk_dir: Path, monkeypatch: pytest
     assert nltk.word_tokenize("Dr. Smith went to Oslo. He liked it.") == [
         "Dr.", "Smith", "went", "to", "Oslo", ".", "He", "liked", "it", "."
     ]  # fmt: skip
-    wordnet = WordNetCorpusReader(nltk.data.find("corpora/wordnet.zip/wordnet/"), None)  # type: ignore[arg-type]
+    wordnet = WordNetCorpusReader(nltk.data.find("corpora/wordnet.zip/wordnet/"), omw_reader=object())
     assert "city.n.01" in {s.name() for s in wordnet.synsets("city")}
     assert NISTTokenizer().international_tokenize("Ça coûte 5 €.")[-2:] == ["€", "."]
 
@@ -42,7 +41,9 @@ def test_second_call_builds_nothing(nltk_dir: Path, monkeypatch: pytest.MonkeyPa
     assert ensure_nltk_data(nltk_dir) == set(RESOURCES)
 
 
-def test_missing_wordnet_source_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_wordnet_source_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     available = ensure_nltk_data(tmp_path, wordnet_source=tmp_path / "no-wordnet")
     assert available == set(RESOURCES) - {"wordnet"}
     assert "apt-get install -y wordnet-base wordnet-sense-index" in caplog.text

@@ -7,13 +7,15 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from tuneops.spec import GateConfig
 from tuneops.tasks.evaluation.rules import Gate, ModelScores, decide_promotion
 from tuneops.tasks.evaluation.stats import Interval
 
+from tuneops.spec import GateConfig
 
-def scores(label: str, differences: dict[str, Interval | None] | None = None, **means: float | None) -> ModelScores:
+
+def scores(
+    label: str, differences: dict[str, Interval | None] | None = None, **means: float | None
+) -> ModelScores:
     return ModelScores(label, means, latency_p95_ms=100.0, cost_per_1k_usd=1.0, differences=differences or {})
 
 
@@ -72,7 +74,9 @@ def test_min_relative_change(cand: float, base: float, required: float, greater:
     assert kinds(decision) == [("min_relative_change", passed)]
 
 
-@pytest.mark.parametrize(("cand", "expected", "passed"), [(0.1, math.inf, True), (0.0, 0.0, False), (-0.1, -math.inf, False)])
+@pytest.mark.parametrize(
+    ("cand", "expected", "passed"), [(0.1, math.inf, True), (0.0, 0.0, False), (-0.1, -math.inf, False)]
+)
 def test_relative_change_from_a_zero_baseline(cand: float, expected: float, passed: bool) -> None:
     gate = Gate("m", min_relative_change=0.05)
     decision = decide_promotion(scores("candidate", m=cand), [scores("base", m=0.0)], [gate])
@@ -128,7 +132,9 @@ def test_champion_check_can_be_switched_off() -> None:
 @pytest.mark.parametrize(
     ("interval", "passed"), [(ci(-0.2, 0.05), True), (ci(-0.2, -0.01), False), (None, False)]
 )
-def test_champion_with_significance_only_a_significant_loss_fails(interval: Interval | None, passed: bool) -> None:
+def test_champion_with_significance_only_a_significant_loss_fails(
+    interval: Interval | None, passed: bool
+) -> None:
     gate = Gate("f1", require_significant=True)
     champion = scores("champion", {"f1": interval}, f1=0.85)
     decision = decide_promotion(CAND, [], [gate], champion=champion)
@@ -155,8 +161,14 @@ def test_cost_ceiling(observed: float | None, passed: bool) -> None:
 @pytest.mark.parametrize("missing", [None, math.nan])
 def test_a_missing_candidate_score_fails_every_kind_of_gate(missing: float | None) -> None:
     cand = scores("candidate", f1=missing)
-    for gate in (Gate("f1", threshold=0.1), Gate("f1", min_absolute_change=0.0), Gate("f1", min_relative_change=0.0),
-                 Gate("f1", require_significant=True), Gate("f1")):  # fmt: skip
+    gates = (
+        Gate("f1", threshold=0.1),
+        Gate("f1", min_absolute_change=0.0),
+        Gate("f1", min_relative_change=0.0),
+        Gate("f1", require_significant=True),
+        Gate("f1"),
+    )
+    for gate in gates:
         decision = decide_promotion(cand, [BASE], [gate], champion=scores("champion", f1=0.1))
         assert not decision.passed, gate
         assert any("missing" in r or "no confidence" in r for r in decision.reasons), gate
@@ -193,7 +205,9 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
 
 @given(cand=finite, base=finite, required=st.floats(min_value=0, max_value=1e3), greater=st.booleans())
-def test_absolute_gate_matches_its_definition(cand: float, base: float, required: float, greater: bool) -> None:
+def test_absolute_gate_matches_its_definition(
+    cand: float, base: float, required: float, greater: bool
+) -> None:
     gate = Gate("m", min_absolute_change=required, greater_is_better=greater)
     decision = decide_promotion(scores("candidate", m=cand), [scores("base", m=base)], [gate])
     gain = cand - base if greater else base - cand

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tuneops.tasks.evaluation.stats import Interval, bootstrap_mean, paired_bootstrap, percentile
 
 
@@ -53,12 +52,18 @@ def test_nothing_finite_means_no_interval() -> None:
 
 
 def test_single_row() -> None:
-    assert paired_bootstrap([0.7], [0.2]) == Interval(pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5), 1, 0.95)
+    assert paired_bootstrap([0.7], [0.2]) == Interval(
+        pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5), 1, 0.95
+    )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"resamples": 0}, "resamples"), ({"confidence": 1.0}, "confidence"), ({"confidence": 0.0}, "confidence")],
+    [
+        ({"resamples": 0}, "resamples"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"confidence": 0.0}, "confidence"),
+    ],
 )
 def test_bad_parameters(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

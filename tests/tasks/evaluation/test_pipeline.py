@@ -1,0 +1,170 @@
+"""evaluate_candidate end to end: chat stub over HTTP, offline scoring, a real MLflow store.
+
+Models of known quality (see conftest) make each gate outcome certain: pass, fail on the
+absolute threshold, fail on too small an improvement, fail on losing to the champion, fail on
+the latency ceiling; plus fault injection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from mlflow import MlflowClient
+from tuneops.tasks.evaluation.pipeline import (
+    BASE,
+    CANDIDATE,
+    CHAMPION,
+    FEW_SHOT,
+    EvaluationResult,
+    evaluate_candidate,
+    model_under_test,
+)
+
+from tuneops.errors import ProviderError
+from tuneops.settings import TuneopsSettings
+from tuneops.testing.chat_stub import ChatStub, StubConfig, running_chat_stub
+
+from .conftest import STUB_KEY, make_spec, stub_answer
+
+pytestmark = pytest.mark.slow
+
+F1_GATE = {"metric": "f1", "threshold": 0.6, "min_absolute_change": 0.2}
+
+
+def run(
+    stub: ChatStub,
+    settings: TuneopsSettings,
+    test_file: Path,
+    candidate: str,
+    *,
+    base: str = "base",
+    champion: str | None = None,
+    **evaluation: object,
+) -> EvaluationResult:
+    spec = make_spec(stub.base_url, gates=[F1_GATE], **evaluation)
+    return evaluate_candidate(
+        spec,
+        settings,
+        test_file,
+        model_under_test(spec, settings, CANDIDATE, candidate),
+        model_under_test(spec, settings, BASE, base),
+        model_under_test(spec, settings, CHAMPION, champion) if champion else None,
+        dataset_digest="a" * 64,
+        show_progress=False,
+    )
+
+
+def failed_kinds(result: EvaluationResult) -> list[str]:
+    return [c.kind for c in result.decision.failures]
+
+
+def test_pass_is_logged_to_one_mlflow_run(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    result = run(stub, eval_settings, test_file, "ft-good")
+    assert result.passed, result.decision.reasons
+    cand, base = result.summaries[CANDIDATE], result.summaries[BASE]
+    assert cand.mean("f1") == 1.0 and base.mean("f1") == 0.0
+    diff = result.comparisons[BASE]["f1"]
+    assert diff is not None and diff.low > 0 and diff.n == 30
+    assert (
+        "| f1 | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000] * |" in result.markdown
+    )
+
+    client = MlflowClient(tracking_uri=eval_settings.tracking_uri)
+    run_ = client.get_run(result.mlflow_run_id)
+    assert run_.data.tags["tuneops.stage"] == "evaluation" and run_.data.tags["tuneops.gate"] == "passed"
+    assert run_.data.metrics["candidate.f1"] == 1.0 and run_.data.metrics["base.f1"] == 0.0
+    assert run_.data.metrics["candidate_minus_base.f1.ci_low"] > 0
+    assert run_.data.metrics["gate.passed"] == 1.0
+    assert run_.data.params["candidate.model"] == "ft-good" and run_.data.params["base.model"] == "base"
+    assert run_.inputs.dataset_inputs[0].dataset.digest == "a" * 36
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id, "evaluation")}
+    assert artifacts == {"evaluation/rows.json", "evaluation/comparison.png", "evaluation/decision.json",
+                         "evaluation/summary.md"}  # fmt: skip
+    root = Path(urlparse(run_.info.artifact_uri).path)
+    table = json.loads((root / "evaluation/rows.json").read_text())
+    assert len(table["data"]) == 60
+    assert json.loads((root / "evaluation/decision.json").read_text())["passed"] is True
+    assert (root / "evaluation/comparison.png").read_bytes()[:4] == b"\x89PNG"
+    # The API key appears nowhere in what was logged: artifacts, params, tags, the whole database.
+    for path in root.rglob("*"):
+        assert not path.is_file() or STUB_KEY.encode() not in path.read_bytes(), path
+    assert STUB_KEY not in json.dumps(run_.data.params) + json.dumps(run_.data.tags)
+    db = Path(urlparse(eval_settings.tracking_uri).path)
+    assert db.is_file() and STUB_KEY.encode() not in db.read_bytes()
+
+
+def test_fail_on_absolute_threshold(stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path) -> None:
+    result = run(stub, eval_settings, test_file, "ft-mediocre")
+    assert not result.passed
+    assert failed_kinds(result) == ["threshold"]
+    assert result.decision.reasons == ("f1 0.5 fails threshold >= 0.6",)
+    run_ = MlflowClient(tracking_uri=eval_settings.tracking_uri).get_run(result.mlflow_run_id)
+    assert run_.data.tags["tuneops.gate"] == "failed" and run_.data.metrics["gate.passed"] == 0.0
+
+
+def test_fail_on_insufficient_improvement(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    result = run(stub, eval_settings, test_file, "ft-good", base="base-strong")
+    assert failed_kinds(result) == ["min_absolute_change"]
+    assert "f1 vs base: absolute improvement 0.1 < required 0.2" in result.decision.reasons
+
+
+def test_fail_on_regression_vs_champion(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    result = run(stub, eval_settings, test_file, "ft-ok", champion="champ-good")
+    assert failed_kinds(result) == ["champion"]
+    assert result.decision.reasons == ("f1 0.8 loses to champion 1",)
+    assert result.summaries[CHAMPION].mean("f1") == 1.0
+    assert "candidate - champion" in result.markdown
+
+
+def test_fail_on_latency_ceiling(stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path) -> None:
+    result = run(stub, eval_settings, test_file, "ft-slow", max_latency_p95_ms=40)
+    assert failed_kinds(result) == ["latency"]
+    assert result.summaries[CANDIDATE].latency_p95_ms > 40
+
+
+def test_few_shot_baseline_from_the_train_split(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    spec = make_spec(stub.base_url, gates=[F1_GATE], few_shot_baseline=2)
+    result = evaluate_candidate(
+        spec, eval_settings, test_file, model_under_test(spec, eval_settings, CANDIDATE, "ft-good"),
+        model_under_test(spec, eval_settings, BASE, "base"), few_shot_source=test_file, log_to_mlflow=False,
+        show_progress=False,
+    )  # fmt: skip
+    assert list(result.summaries) == [CANDIDATE, BASE, FEW_SHOT]
+    assert [c.against for c in result.decision.checks if c.kind == "min_absolute_change"] == [BASE, FEW_SHOT]
+    assert result.mlflow_run_id is None
+
+
+def test_fault_injection_completes_the_evaluation(eval_settings: TuneopsSettings, test_file: Path) -> None:
+    config = StubConfig(
+        answer=stub_answer, api_key=STUB_KEY, share_429=0.2, share_500=0.2, retry_after_s=0.01
+    )
+    with running_chat_stub(config) as stub:
+        result = run(stub, eval_settings, test_file, "ft-good")
+        assert stub.stats.statuses[429] and stub.stats.statuses[500]
+    assert result.passed and result.summaries[CANDIDATE].rows == 30
+
+
+def test_rows_that_cannot_be_answered_fail_the_evaluation_naming_how_many(
+    eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    def base_fails_on_malta(model: str, messages: list[dict[str, object]]) -> bool:
+        return model == "base" and "Malta" in str(messages[-1]["content"])
+
+    config = StubConfig(answer=stub_answer, api_key=STUB_KEY, always_fail=base_fails_on_malta)
+    with (
+        running_chat_stub(config) as stub,
+        pytest.raises(ProviderError, match=r"base \(base\): 1 of 30 rows could not be answered"),
+    ):
+        run(stub, eval_settings, test_file, "ft-good")
+    assert MlflowClient(tracking_uri=eval_settings.tracking_uri).search_runs(["0"]) == []
