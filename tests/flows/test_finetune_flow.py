@@ -175,12 +175,25 @@ def test_no_secret_reaches_mlflow_or_logs(
     needle = FAKE_KEY.encode()
     places = [mlflow_store.db_path, *Path(mlflow_store.artifact_root.removeprefix("file://")).rglob("*")]
     places += list((project_dir / ".tuneops").rglob("*"))
+    places += _prefect_database_files()
     leaked = [str(p) for p in places if p.is_file() and needle in p.read_bytes()]
     assert leaked == []
     out, err = capfd.readouterr()
     assert FAKE_KEY not in caplog.text and FAKE_KEY not in out and FAKE_KEY not in err
     _, [run] = _runs(mlflow_store)
     assert run.data.params and FAKE_KEY not in json.dumps([run.data.params, run.data.tags])
+
+
+def _prefect_database_files() -> list[Path]:
+    """The Prefect server's SQLite files (flow/task runs, parameters, logs sent to the API)."""
+    from prefect.settings import get_current_settings
+
+    url = str(get_current_settings().server.database.connection_url.get_secret_value())
+    assert "sqlite" in url, url
+    database = Path(url.split(":///", 1)[1])
+    files = list(database.parent.glob(database.name + "*"))
+    assert files, f"no Prefect database at {database}"
+    return files
 
 
 def _tuneops(monkeypatch, *args: str) -> int:

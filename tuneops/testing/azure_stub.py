@@ -64,7 +64,7 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         return self.root_url
 
     def _authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
-        return headers.get("api-key", "") == self.api_key
+        return bool(headers.get("api-key", "") == self.api_key)
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
         if "api-version" not in query:

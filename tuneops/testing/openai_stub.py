@@ -145,8 +145,8 @@ class OpenAIStubServer:
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def root_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = int(self._server.server_address[1])
+        return f"http://127.0.0.1:{port}"
 
     @property
     def base_url(self) -> str:
@@ -218,7 +218,7 @@ class OpenAIStubServer:
     def _authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
         if self.api_key is None:
             return True
-        return headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        return bool(headers.get("Authorization", "") == f"Bearer {self.api_key}")
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
         """Protocol checks before routing (auth here; Azure adds ``api-version``)."""
@@ -389,13 +389,14 @@ class OpenAIStubServer:
             return 200, self._paginate(items, query, 20), {}
         match = re.fullmatch(r"/fine_tuning/jobs/([^/]+)(/events|/cancel)?", path)
         if match:
-            job = state.jobs.get(match.group(1))
-            if job is None:
+            found_job = state.jobs.get(match.group(1))
+            if found_job is None:
                 return (
                     404,
                     _error(f"Could not find fine-tune job {match.group(1)}", "invalid_request_error"),
                     {},
                 )
+            job = found_job
             action = match.group(2)
             if method == "GET" and action is None:
                 self._advance(job)
@@ -521,7 +522,8 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
         return fields, files
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        raw = part.get_payload(decode=True)
+        payload = raw if isinstance(raw, bytes) else b""
         filename = part.get_filename()
         if filename is not None:
             files[str(name)] = (filename, payload)

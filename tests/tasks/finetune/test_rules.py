@@ -203,3 +203,18 @@ def test_failure_reason_falls_back_to_plain_words() -> None:
     assert rules.failure_reason(_job("a", JobStatus.FAILED)) == "the provider gave no reason"
     job = FineTuneJob(id="a", status=JobStatus.FAILED, provider="p", model="m", error_message="bad file")
     assert rules.failure_reason(job) == "bad file"
+
+
+def test_the_decision_modules_import_no_sdk() -> None:
+    """Pure core: rules, submit and wait logic must not pull in openai/prefect/mlflow/boto3/torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import tuneops.tasks.finetune.rules, tuneops.tasks.finetune.submit, tuneops.tasks.finetune.wait\n"
+        "sdks = ('openai', 'prefect', 'mlflow', 'boto3', 'torch', 'httpx')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sdks)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
