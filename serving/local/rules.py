@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from tuneops.errors import ProviderRejectedError
 
 ORGANIZATION = "tuneops"
-DEFAULT_BASE_LEARNING_RATE = 2e-3
+DEFAULT_BASE_LEARNING_RATE = 1e-2
 DEFAULT_N_EPOCHS = 3
 MAX_N_EPOCHS = 50
 MAX_BATCH_SIZE = 256
