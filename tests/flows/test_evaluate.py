@@ -21,8 +21,9 @@ from tuneops.testing.chat_stub import ChatStub, Messages, StubConfig, running_ch
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 KEY = "sk-eval-flow-5b2f9c1d7e"
-WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixty"
-ROWS = {f"Spell the number {n}.": f"The number {n} is spelled {w}." for n, w in enumerate(WORDS.split())}
+WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+NUMBERS = [*WORDS.split(), "sixteen"]
+ROWS = {f"Spell the number {n}.": f"The number {n} is spelled {w}." for n, w in enumerate(NUMBERS)}
 
 
 def answer(model: str, messages: Messages) -> str:
