@@ -17,6 +17,7 @@ from tuneops.registry.conventions import (
     CHAMPION,
     GATE_PASSED,
     OBSERVED_ACTOR,
+    PREVIOUS,
     diff_aliases,
     last_known,
     match_intent,
@@ -132,3 +133,37 @@ def promote(
         store.set_alias(model, move.alias, move.to_version)
     entries = reconcile(store, ledger, model)
     return PromotionResult(model, alias, version, decision.moves, tuple(entries), tuple(reconciled))
+
+
+def rollback(
+    store: RegistryStore,
+    ledger: Ledger,
+    model: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    source: str = "cli",
+) -> PromotionResult:
+    """Make ``previous`` the champion again (the old champion becomes ``previous``): instant rollback.
+
+    A rollback returns to a version that already served as champion, so the gate guard does not
+    apply; it is recorded like any other promotion.
+
+    Raises:
+        PromotionRefusedError: there is no ``previous`` to return to.
+    """
+    reconcile(store, ledger, model)
+    target = store.aliases(model).get(PREVIOUS)
+    if target is None:
+        raise PromotionRefusedError(f"{model} has no '{PREVIOUS}' version to roll back to")
+    return promote(
+        store,
+        ledger,
+        model,
+        target,
+        CHAMPION,
+        reason=f"rollback: {reason}",
+        force=True,
+        actor=actor,
+        source=source,
+    )

@@ -9,7 +9,7 @@ import pytest
 from tuneops.registry.conventions import OBSERVED_ACTOR
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
-from tuneops.registry.promotion import promote, reconcile
+from tuneops.registry.promotion import promote, reconcile, rollback
 
 from tuneops.errors import PromotionRefusedError, VersionNotFoundError
 
@@ -118,3 +118,23 @@ def test_concurrent_reconcilers_record_a_move_once(
 
 def test_reconciling_a_model_that_does_not_exist_is_a_no_op(store: RegistryStore, ledger: Ledger) -> None:
     assert reconcile(store, ledger, "nobody") == []
+
+
+def test_rollback_swaps_champion_and_previous(
+    build_version: Any, store: RegistryStore, ledger: Ledger
+) -> None:
+    build_version(job_id="j1")
+    build_version(job_id="j2", seed="v2")
+    promote(store, ledger, M, "1", "champion", reason="r1")
+    promote(store, ledger, M, "2", "champion", reason="r2")
+    result = rollback(store, ledger, M, reason="error rate 4% on v2", actor="gateway", source="flow")
+    assert store.aliases(M) == {"champion": "1", "previous": "2"}
+    assert [(m.alias, m.to_version) for m in result.moves] == [("previous", "2"), ("champion", "1")]
+    assert ledger.history(M, "champion")[-1].reason == "rollback: error rate 4% on v2"
+
+
+def test_rollback_needs_a_previous(build_version: Any, store: RegistryStore, ledger: Ledger) -> None:
+    build_version()
+    promote(store, ledger, M, "1", "champion", reason="r1")
+    with pytest.raises(PromotionRefusedError, match="no 'previous'"):
+        rollback(store, ledger, M, reason="x")
