@@ -75,7 +75,7 @@ class EndpointChatModel(mlflow.pyfunc.PythonModel):
 
     ``model_config`` keys: ``base_url``, ``model`` (the endpoint model id, e.g. ``ft:...``),
     ``api_key_env`` (name of the key's environment variable, optional for keyless local
-    endpoints), ``max_tokens``, ``temperature``, ``timeout``.
+    endpoints), ``max_tokens``, ``temperature``, ``timeout``, ``max_retries``.
     """
 
     def load_context(self, context: Any) -> None:
@@ -98,7 +98,7 @@ class EndpointChatModel(mlflow.pyfunc.PythonModel):
                 base_url=self._config["base_url"],
                 api_key=key or PLACEHOLDER_KEY,
                 timeout=float(self._config.get("timeout", 120)),
-                max_retries=2,
+                max_retries=int(self._config.get("max_retries", 2)),
             )
         return self._client
 
