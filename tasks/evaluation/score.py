@@ -175,31 +175,21 @@ def score_answers(
         ProviderError: the evaluators failed altogether (e.g. an unreachable judge).
     """
     available = ensure_nltk_data(nltk_dir) if set(metrics) & NLTK_METRICS else set()
-    evaluators, skipped = _build_evaluators(metrics, available, format_evaluator, judge)
-    scored = tuple(name for name in evaluators)
-    scores: dict[str, dict[str, list[float]]] = {
-        a.label: {m: [math.nan] * len(examples) for m in scored} for a in answers
-    }
-    reasons: dict[str, list[str]] = {a.label: [""] * len(examples) for a in answers}
-    if not evaluators:
-        return RowScores(scores, scored, skipped, reasons)
-    position = {ex.index: i for i, ex in enumerate(examples)}
-    with tempfile.TemporaryDirectory(prefix="tuneops-eval-") as tmp:
-        data = Path(tmp) / "rows.jsonl"
-        with data.open("w", encoding="utf-8") as handle:
-            for model_answers in answers:
-                for answer in model_answers.answers:
-                    ex = examples[position[answer.index]]
-                    row = {
-                        "label": model_answers.label,
-                        "row": position[answer.index],
-                        "query": ex.query or " ",
-                        "context": ex.context or " ",
-                        "response": answer.response or "",
-                        "ground_truth": ex.reference,
-                    }
-                    handle.write(json.dumps(row) + "\n")
-        result = _run_evaluate(data, evaluators, nltk_dir, verified=available >= NLTK_EVALUATOR_NEEDS)
+    verified = available >= NLTK_EVALUATOR_NEEDS
+    # METEOR checks its NLTK data when constructed: build the evaluators with our data on the path.
+    with _nltk_data_on_path(nltk_dir, verified):
+        evaluators, skipped = _build_evaluators(metrics, available, format_evaluator, judge)
+        scored = tuple(evaluators)
+        scores: dict[str, dict[str, list[float]]] = {
+            a.label: {m: [math.nan] * len(examples) for m in scored} for a in answers
+        }
+        reasons: dict[str, list[str]] = {a.label: [""] * len(examples) for a in answers}
+        if not evaluators:
+            return RowScores(scores, scored, skipped, reasons)
+        with tempfile.TemporaryDirectory(prefix="tuneops-eval-") as tmp:
+            data = Path(tmp) / "rows.jsonl"
+            _write_rows(data, examples, answers)
+            result = _run_evaluate(data, evaluators)
     for row in result["rows"]:
         label, i = row["inputs.label"], int(row["inputs.row"])
         for metric in scored:
@@ -207,6 +197,24 @@ def score_answers(
             scores[label][metric][i] = _as_float(value)
         reasons[label][i] = str(row.get("outputs.format.format_reason") or "")
     return RowScores(scores, scored, skipped, reasons)
+
+
+def _write_rows(path: Path, examples: Sequence[TestExample], answers: Sequence[ModelAnswers]) -> None:
+    """One JSONL row per (model, example): the columns evaluate() maps to evaluator arguments."""
+    position = {ex.index: i for i, ex in enumerate(examples)}
+    with path.open("w", encoding="utf-8") as handle:
+        for model_answers in answers:
+            for answer in model_answers.answers:
+                ex = examples[position[answer.index]]
+                row = {
+                    "label": model_answers.label,
+                    "row": position[answer.index],
+                    "query": ex.query or " ",
+                    "context": ex.context or " ",
+                    "response": answer.response or "",
+                    "ground_truth": ex.reference,
+                }
+                handle.write(json.dumps(row) + "\n")
 
 
 def _as_float(value: Any) -> float:
@@ -217,18 +225,13 @@ def _as_float(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def _run_evaluate(
-    data: Path, evaluators: dict[str, Callable[..., Any]], nltk_dir: Path, *, verified: bool
-) -> dict[str, Any]:
+def _run_evaluate(data: Path, evaluators: dict[str, Callable[..., Any]]) -> dict[str, Any]:
     from azure.ai.evaluation import evaluate
     from azure.ai.evaluation._exceptions import EvaluationException
 
     chatter = io.StringIO()  # evaluate() prints a run summary per evaluator to stdout
     try:
-        with (
-            _nltk_data_on_path(nltk_dir, verified),
-            contextlib.redirect_stdout(chatter),
-        ):
+        with contextlib.redirect_stdout(chatter):
             result = evaluate(data=str(data), evaluators=evaluators, fail_on_evaluator_errors=False)
     except EvaluationException as exc:
         raise ProviderError(f"scoring failed: {exc}") from exc

@@ -250,3 +250,35 @@ def running_chat_stub(config: StubConfig | None = None, **options: Any) -> Itera
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the stub in its own process (benchmarks): ``python -m tuneops.testing.chat_stub``.
+
+    Prints ``listening on <base_url>`` once ready, then serves until interrupted.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--share-429", type=float, default=0.0)
+    parser.add_argument("--share-500", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = StubConfig(
+        latency_s=args.latency_ms / 1000, share_429=args.share_429, share_500=args.share_500, seed=args.seed
+    )
+    server = _StubServer(("127.0.0.1", args.port), config)
+    host, port = server.server_address[:2]
+    print(f"listening on http://{host!s}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type"
     ("evaluator", "response", "score", "reason"),
     [
         (FormatComplianceEvaluator(), "anything", 1.0, ""),
-        (FormatComplianceEvaluator(regex=r"^The capital of \w+ is \w+\.$"), "The capital of Malta is X.", 1.0, ""),
+        (FormatComplianceEvaluator(regex=r"^The \w+ of \w+ is \w+\.$"), "The capital of M is X.", 1.0, ""),
         (FormatComplianceEvaluator(regex=r"^The capital"), "Valletta.", 0.0, "does not match the regex"),
         (FormatComplianceEvaluator(max_chars=5), "123456", 0.0, "6 characters > max 5"),
         (FormatComplianceEvaluator(max_chars=6), "123456", 1.0, ""),
