@@ -77,6 +77,14 @@ def azure_provider(stub: AzureOpenAIStubServer, **changes: Any) -> AzureOpenAIPr
     )
 
 
+@pytest.fixture(scope="module")
+def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local service's tiny test base model, built once for this module."""
+    from tuneops.serving.local.testing import build_test_base_model
+
+    return build_test_base_model(tmp_path_factory.mktemp("tiny-base"))
+
+
 @pytest.fixture(params=["openai-stub", "azure-stub", pytest.param("local-service", marks=pytest.mark.slow)])
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     if request.param == "openai-stub":
@@ -90,10 +98,11 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             yield Target(adapter, "gpt-4o-mini-2024-07-18", stub)
             adapter.close()
     else:
-        from tuneops.serving.local.testing import build_test_base_model, serve_locally
+        from tuneops.serving.local.testing import serve_locally
 
+        base = request.getfixturevalue("tiny_base_model")
         folder = tmp_path_factory.mktemp("local-service")
-        with serve_locally(folder / "models", build_test_base_model(folder / "base")) as service:
+        with serve_locally(folder / "models", base) as service:
             adapter = OpenAICompatibleProvider(
                 kind="local", base_url=service.base_url, api_key=service.api_key or "tuneops-local"
             )

@@ -110,3 +110,41 @@ def test_resumed_wait_does_not_log_steps_twice(stub, make_spec, settings, datase
     client, run = _run(settings)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_azure_job_is_deployed_and_the_deployment_is_what_inference_calls(
+    make_spec, settings, dataset
+) -> None:
+    """PROTOCOL TEST: ``AzureOpenAIStubServer`` speaks Azure OpenAI's documented shapes; it is not Azure."""
+    from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
+
+    from tuneops.spec import AzureOpenAIProviderConfig
+    from tuneops.testing.azure_stub import AzureOpenAIStubServer
+
+    class Token:
+        token = "mgmt"
+
+        def get_token(self, *scopes: str) -> Token:
+            return self
+
+    with AzureOpenAIStubServer(api_key="az", bearer_token="mgmt") as azure:
+        config = AzureOpenAIProviderConfig(
+            kind="azure-openai",
+            endpoint=azure.endpoint,
+            subscription_id="s",
+            resource_group="g",
+            account_name="a",
+            management_endpoint=azure.root_url,
+        )
+        adapter = AzureOpenAIProvider(
+            config, api_key="az", credential=Token(), deploy_poll=PollPolicy(initial=0.01, max_interval=0.02)
+        )
+        spec = make_spec()
+        job = submit_job_for(spec, settings, dataset, provider=adapter, retry=FAST)
+        done = wait_for_job(spec, settings, job, provider=adapter, poll=FAST_POLL)
+        target = adapter.inference_target(done)
+        adapter.close()
+    assert done.deployment and done.deployment in azure.deployments
+    assert done.deployment.startswith("support-bot-") and target.model == done.deployment
+    _, run = _run(settings)
+    assert run.data.tags["tuneops.endpoint_model"] == done.deployment
