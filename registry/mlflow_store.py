@@ -179,6 +179,10 @@ class RegistryStore:
             )
         return self._ours(created, created_now=True)
 
+    def delete_version(self, name: str, version: str) -> None:
+        with self.errors(f"deleting {name}/{version}"):
+            self.client.delete_model_version(name, str(version))
+
     def set_alias(self, name: str, alias: str, version: str | None) -> None:
         """Point ``alias`` at ``version``, or remove it when ``version`` is None."""
         with self.errors(f"moving {name}@{alias}"):

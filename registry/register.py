@@ -93,7 +93,7 @@ def register_model(request: RegistrationRequest, store: RegistryStore) -> Regist
         )
     else:
         run_id, model_uri, model_id = _log_registration_run(request, store, experiment_id)
-    return store.create_version(
+    created = store.create_version(
         request.model_name,
         source=model_uri,
         run_id=run_id,
@@ -101,6 +101,12 @@ def register_model(request: RegistrationRequest, store: RegistryStore) -> Regist
         description=request.description or f"fine-tune {request.job_id} of {request.base_model}",
         model_id=model_id,
     )
+    winner = store.find_version_by_job(request.model_name, request.job_id)
+    if winner is not None and winner.version != created.version:
+        # A concurrent registration of the same job got there first: keep the oldest version only.
+        store.delete_version(request.model_name, created.version)
+        return winner
+    return created
 
 
 def _log_registration_run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,28 @@ def test_the_registered_model_answers_chat_by_alias(
     assert stored
     for path in stored:
         assert b"sk-secret-never-stored-123" not in path.read_bytes(), path
+
+
+def test_concurrent_registrations_of_one_job_leave_one_version(
+    build_version: Any, store: RegistryStore
+) -> None:
+    built = build_version(job_id="j-race")
+    store.client.delete_model_version("support-bot", built.version.version)  # start from "not registered"
+    request = replace(built.request, job_id="j-race-2")
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def register() -> None:
+        try:
+            results.append(register_model(request, store).version)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    remaining = [v.version for v in store.versions("support-bot") if v.tags["tuneops.job_id"] == "j-race-2"]
+    assert len(remaining) == 1 and set(results) == set(remaining)
