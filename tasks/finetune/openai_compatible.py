@@ -10,6 +10,7 @@ caller's job, after looking for the job by its idempotency key. SDK errors becom
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,18 @@ def _retry_after(response: Any) -> float | None:
     return None
 
 
+_KEYLIKE = re.compile(r"\b(sk|key|api[-_]?key)[-_][A-Za-z0-9*_.-]{6,}", re.IGNORECASE)
+
+
 def _reason(exc: openai.APIStatusError) -> str:
+    """The provider's message, with anything key-like masked (OpenAI echoes key fragments on 401)."""
     body = exc.body
+    message = exc.message
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return exc.message
+            message = str(inner["message"])
+    return _KEYLIKE.sub("[redacted]", message)
 
 
 def translate_error(exc: openai.OpenAIError, action: str, *, applied_maybe: bool) -> ProviderError:

@@ -40,8 +40,18 @@ TRAINED_SPLITS = ("train", "validation")
 
 
 def hyperparameters_for(spec: Spec) -> dict[str, Any]:
-    """The hyperparameters to send: only those set to a value ("auto" is the provider's default)."""
-    return {k: v for k, v in spec.finetune.hyperparameters.model_dump().items() if v != "auto"}
+    """The hyperparameters to send: only those set to a value ("auto" is the provider's default).
+
+    The local service also takes the spec's LoRA settings (``lora_r``, ``lora_alpha``,
+    ``lora_dropout``, ``lora_target_modules``); cloud providers would reject them.
+    """
+    chosen = {k: v for k, v in spec.finetune.hyperparameters.model_dump().items() if v != "auto"}
+    if spec.provider.kind == "local":
+        lora = spec.finetune.lora
+        chosen.update(lora_r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout)
+        if lora.target_modules:
+            chosen["lora_target_modules"] = list(lora.target_modules)
+    return chosen
 
 
 def trained_digests(dataset: DatasetVersion) -> dict[str, str]:

@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -60,8 +61,9 @@ class FineTuneTracker:
         return cls(client=client, run_id=run_id, last_step=max((m.step for m in history), default=0))
 
     def log_start(self, job: FineTuneJob, estimate: CostEstimate, dataset_ref: str) -> None:
-        """Hyperparameters, job identity and the cost estimate, once per run."""
-        params = {f"hp.{k}": v for k, v in job.hyperparameters.items()}
+        """Job identity and the cost estimate, once per run (hyperparameters come at the end,
+        when the provider has resolved its "auto" values)."""
+        params: dict[str, Any] = {}
         params.update(
             {
                 "provider": job.provider,
@@ -113,7 +115,11 @@ class FineTuneTracker:
             tags.append(RunTag("tuneops.endpoint_model", job.endpoint_model))
         if job.fine_tuned_model:
             tags.append(RunTag("tuneops.fine_tuned_model", job.fine_tuned_model))
-        self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+        existing = self.client.get_run(self.run_id).data.params
+        params = [
+            Param(f"hp.{k}", str(v)) for k, v in job.hyperparameters.items() if f"hp.{k}" not in existing
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
         png = self.loss_curve_png()
         if png is not None:
             with tempfile.TemporaryDirectory() as folder:

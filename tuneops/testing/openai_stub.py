@@ -223,7 +223,14 @@ class OpenAIStubServer:
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
         """Protocol checks before routing (auth here; Azure adds ``api-version``)."""
         if not self._authorized(headers, query):
-            return 401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            presented = str(headers.get("Authorization", "")).removeprefix("Bearer ")
+            masked = f"{presented[:8]}****{presented[-4:]}" if len(presented) > 12 else "****"
+            return 401, _error(  # worded like OpenAI's, which echoes a masked key
+                f"Incorrect API key provided: {masked}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
         return None
 
     def _file_object(self, file_id: str, filename: str, size: int, purpose: str) -> dict[str, Any]:
@@ -533,4 +540,3 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
 
 
 StubFactory = Callable[..., OpenAIStubServer]
-

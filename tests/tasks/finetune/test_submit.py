@@ -134,11 +134,15 @@ def test_budget_guard_refuses_before_any_request(stub, make_spec, project, datas
     assert stub.state.requests == []
 
 
-def test_wrong_key_is_an_auth_error(stub, make_spec, project, dataset) -> None:
-    adapter = OpenAICompatibleProvider(kind="openai", base_url=stub.base_url, api_key="sk-wrong")
-    with pytest.raises(ProviderAuthError, match="HTTP 401"):
+def test_wrong_key_is_an_auth_error_that_does_not_echo_the_key(stub, make_spec, project, dataset) -> None:
+    wrong = "sk-proj-wrongkey-0123456789abcdef"
+    adapter = OpenAICompatibleProvider(kind="openai", base_url=stub.base_url, api_key=wrong)
+    with pytest.raises(ProviderAuthError) as caught:
         submit_job_for(make_spec(), project, dataset, provider=adapter, retry=FAST)
     adapter.close()
+    text = caught.value.one_line()
+    assert "HTTP 401" in text and "Incorrect API key" in text and "check the provider's API key" in text
+    assert wrong[:8] not in text and wrong[-4:] not in text
 
 
 def test_a_rejected_request_is_not_retried(stub, make_spec, project, dataset, provider) -> None:
@@ -158,3 +162,25 @@ def test_a_failed_job_is_reported_not_silently_replaced(stub, make_spec, project
     assert stub.job_count == 1
     second = _submit(make_spec, project, dataset, provider, attempt=2)
     assert second.id != job.id and stub.job_count == 2
+
+
+def test_lora_settings_go_to_the_local_service_only() -> None:
+    from tuneops.tasks.finetune.submit import hyperparameters_for
+
+    from tuneops.spec import Spec
+
+    base = {
+        "model": {"name": "m", "base_model": "tuneops-tiny"},
+        "data": {"train": "train.jsonl"},
+        "finetune": {"hyperparameters": {"n_epochs": 2}, "lora": {"rank": 4, "target_modules": ["c_attn"]}},
+    }
+    local = hyperparameters_for(Spec.model_validate(base))
+    assert local == {
+        "n_epochs": 2,
+        "lora_r": 4,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_target_modules": ["c_attn"],
+    }
+    cloud = hyperparameters_for(Spec.model_validate({**base, "provider": {"kind": "openai"}}))
+    assert cloud == {"n_epochs": 2}
