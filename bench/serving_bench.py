@@ -25,11 +25,16 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _ms(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(values) * 1000, 2), "p95_ms": round(_pct(values, 0.95) * 1000, 2)}
+    return {
+        "p50_ms": round(statistics.median(values) * 1000, 2),
+        "p95_ms": round(_pct(values, 0.95) * 1000, 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--home", type=Path, default=Path(".tuneops/bench-models"))
     parser.add_argument("--profile", default="default", choices=["default", "test"])
     parser.add_argument("--requests", type=int, default=50)
@@ -44,7 +49,6 @@ def main() -> None:
     import httpx
     import torch
     from openai import OpenAI
-
     from tuneops.serving.local.chatdata import parse_chat_jsonl
     from tuneops.serving.local.inference import SamplingParams, load_model
     from tuneops.serving.local.launcher import start_service
@@ -59,24 +63,36 @@ def main() -> None:
     started = time.perf_counter()
     ensure_tiny_model(base_dir, args.profile)
     info = json.loads((base_dir / BUILD_INFO).read_text())
-    report["build"] = {"profile": info["profile"]["name"], "build_seconds": round(info["build_seconds"], 1),
-                       "pretrain_tokens_per_second": round(info["pretrain_tokens_per_second"]),
-                       "final_pretrain_loss": round(info["final_pretrain_loss"], 3),
-                       "seconds_this_run": round(time.perf_counter() - started, 1)}
+    report["build"] = {
+        "profile": info["profile"]["name"],
+        "build_seconds": round(info["build_seconds"], 1),
+        "pretrain_tokens_per_second": round(info["pretrain_tokens_per_second"]),
+        "final_pretrain_loss": round(info["final_pretrain_loss"], 3),
+        "seconds_this_run": round(time.perf_counter() - started, 1),
+    }
 
     train = parse_chat_jsonl(as_jsonl(claims_chat_examples(args.train_examples, seed=1)))
     valid = parse_chat_jsonl(as_jsonl(claims_chat_examples(60, seed=2)))
     job_dir = args.home / "bench-job"
     shutil.rmtree(job_dir, ignore_errors=True)
     started = time.perf_counter()
-    result = train_lora(base_dir, train, valid, Hyperparameters(n_epochs=args.epochs, batch_size=8,
-                                                                learning_rate_multiplier=1.0),
-                        job_dir, seed=0, base_learning_rate=1e-2)
-    report["training"] = {"examples": len(train), "epochs": args.epochs,
-                          "wall_seconds": round(time.perf_counter() - started, 1),
-                          "tokens_per_second": round(result.tokens_per_second),
-                          "base_valid_loss": round(result.base_valid_loss or 0, 4),
-                          "valid_losses": [round(v, 4) for v in result.valid_losses]}
+    result = train_lora(
+        base_dir,
+        train,
+        valid,
+        Hyperparameters(n_epochs=args.epochs, batch_size=8, learning_rate_multiplier=1.0),
+        job_dir,
+        seed=0,
+        base_learning_rate=1e-2,
+    )
+    report["training"] = {
+        "examples": len(train),
+        "epochs": args.epochs,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "tokens_per_second": round(result.tokens_per_second),
+        "base_valid_loss": round(result.base_valid_loss or 0, 4),
+        "valid_losses": [round(v, 4) for v in result.valid_losses],
+    }
 
     messages = claims_chat_examples(1, seed=42)[0]["messages"][:2]
     model = load_model(base_dir)
@@ -106,14 +122,19 @@ def main() -> None:
                 http.post("/chat/completions", json=body_one).raise_for_status()
                 http_one.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                client.chat.completions.create(model=TINY_MODEL_ID, messages=messages, max_tokens=1, temperature=0)
+                client.chat.completions.create(
+                    model=TINY_MODEL_ID, messages=messages, max_tokens=1, temperature=0
+                )
                 sdk_one.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                client.chat.completions.create(model=TINY_MODEL_ID, messages=messages, max_tokens=32, temperature=0)
+                client.chat.completions.create(
+                    model=TINY_MODEL_ID, messages=messages, max_tokens=32, temperature=0
+                )
                 sdk_many.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                for _chunk in client.chat.completions.create(model=TINY_MODEL_ID, messages=messages, max_tokens=32,
-                                                             temperature=0, stream=True):
+                for _chunk in client.chat.completions.create(
+                    model=TINY_MODEL_ID, messages=messages, max_tokens=32, temperature=0, stream=True
+                ):
                     ttft.append(time.perf_counter() - t)
                     break
             client.close()
@@ -121,10 +142,15 @@ def main() -> None:
         service.stop()
     report["chat"] = {
         "requests": args.requests,
-        "in_process_1_token": _ms(inproc_one), "in_process_32_tokens": _ms(inproc_many),
-        "http_1_token": _ms(http_one), "sdk_1_token": _ms(sdk_one), "sdk_32_tokens": _ms(sdk_many),
+        "in_process_1_token": _ms(inproc_one),
+        "in_process_32_tokens": _ms(inproc_many),
+        "http_1_token": _ms(http_one),
+        "sdk_1_token": _ms(sdk_one),
+        "sdk_32_tokens": _ms(sdk_many),
         "sdk_stream_time_to_first_chunk": _ms(ttft),
-        "service_overhead_p50_ms": round((statistics.median(http_one) - statistics.median(inproc_one)) * 1000, 2),
+        "service_overhead_p50_ms": round(
+            (statistics.median(http_one) - statistics.median(inproc_one)) * 1000, 2
+        ),
         "service_overhead_goal_ms": 5.0,
     }
     text = json.dumps(report, indent=2)

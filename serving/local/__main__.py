@@ -19,14 +19,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tuneops.serving.local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--home", type=Path, required=True, help="models dir: base models, jobs, files, database")
+    parser.add_argument(
+        "--home", type=Path, required=True, help="models dir: base models, jobs, files, database"
+    )
     parser.add_argument("--api-key", default=None, help="require this bearer token (default: none)")
-    parser.add_argument("--base-model-dir", type=Path, action="append", default=[],
-                        help="a Hugging Face causal LM folder to serve and fine-tune (id = folder name)")
+    parser.add_argument(
+        "--base-model-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a Hugging Face causal LM folder to serve and fine-tune (id = folder name)",
+    )
     parser.add_argument("--tiny-profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--max-file-mb", type=int, default=64)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="CPU threads for torch (1 is fastest for tiny models on a shared box; 0 = torch default)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (1 is fastest for tiny models on a shared box; 0 = torch default)",
+    )
     parser.add_argument("--prebuild", action="store_true", help="build tuneops-tiny before serving")
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
@@ -37,10 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     from tuneops.settings import quiet_third_parties
 
     quiet_third_parties()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     import torch
     import uvicorn
-
     from tuneops.serving.local.app import build_asgi
     from tuneops.serving.local.service import LocalService, ServiceConfig
     from tuneops.serving.local.tinymodel import TINY_MODEL_ID
@@ -58,8 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     service = LocalService(config)
     if args.prebuild:
         service.base_model_dir(TINY_MODEL_ID)
-    uvicorn.run(build_asgi(service), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, lifespan="on")
+    uvicorn.run(
+        build_asgi(service),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def _number(body: Mapping[str, Any], name: str, default: float, low: float, high
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ApiError(f"Invalid '{name}': expected a number between {low:g} and {high:g}, got {value!r}.",
-                       param=name, code="invalid_value")
+        raise ApiError(
+            f"Invalid '{name}': expected a number between {low:g} and {high:g}, got {value!r}.",
+            param=name,
+            code="invalid_value",
+        )
     return float(value)
 
 
@@ -49,13 +52,23 @@ def _content(index: int, message: Mapping[str, Any]) -> str:
     if isinstance(content, list):
         texts = []
         for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ApiError(f"Invalid 'messages[{index}].content': only text parts are supported.",
-                               param=f"messages[{index}].content", code="invalid_value")
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise ApiError(
+                    f"Invalid 'messages[{index}].content': only text parts are supported.",
+                    param=f"messages[{index}].content",
+                    code="invalid_value",
+                )
             texts.append(part["text"])
         return "".join(texts)
-    raise ApiError(f"Invalid 'messages[{index}].content': expected a string or a list of text parts.",
-                   param=f"messages[{index}].content", code="invalid_type")
+    raise ApiError(
+        f"Invalid 'messages[{index}].content': expected a string or a list of text parts.",
+        param=f"messages[{index}].content",
+        code="invalid_type",
+    )
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -67,23 +80,35 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise ApiError("you must provide a model parameter", param="model", code="missing_required_parameter")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise ApiError("Invalid 'messages': expected a non-empty array of messages.", param="messages",
-                       code="invalid_value" if isinstance(raw_messages, list) else "missing_required_parameter")
+        raise ApiError(
+            "Invalid 'messages': expected a non-empty array of messages.",
+            param="messages",
+            code="invalid_value" if isinstance(raw_messages, list) else "missing_required_parameter",
+        )
     messages = []
     for i, message in enumerate(raw_messages):
         if not isinstance(message, Mapping) or message.get("role") not in _ROLES:
-            raise ApiError(f"Invalid 'messages[{i}].role': expected one of {', '.join(_ROLES)}.",
-                           param=f"messages[{i}].role", code="invalid_value")
+            raise ApiError(
+                f"Invalid 'messages[{i}].role': expected one of {', '.join(_ROLES)}.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
         role = "system" if message["role"] == "developer" else str(message["role"])
         messages.append({"role": role, "content": _content(i, message)})
     n = body.get("n")
     if n not in (None, 1):
-        raise ApiError("Invalid 'n': this service returns one choice per request (n=1).", param="n",
-                       code="invalid_value")
+        raise ApiError(
+            "Invalid 'n': this service returns one choice per request (n=1).", param="n", code="invalid_value"
+        )
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ApiError(f"Invalid 'max_tokens': expected an integer >= 1, got {max_tokens!r}.", param="max_tokens",
-                       code="invalid_value")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ApiError(
+            f"Invalid 'max_tokens': expected an integer >= 1, got {max_tokens!r}.",
+            param="max_tokens",
+            code="invalid_value",
+        )
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ApiError("Invalid 'seed': expected an integer.", param="seed", code="invalid_type")
@@ -96,32 +121,56 @@ def parse_chat_request(body: object) -> ChatRequest:
     elif isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
         stops = tuple(stop)
     else:
-        raise ApiError("Invalid 'stop': expected a string or up to 4 strings.", param="stop", code="invalid_value")
+        raise ApiError(
+            "Invalid 'stop': expected a string or up to 4 strings.", param="stop", code="invalid_value"
+        )
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise ApiError("Invalid 'stream': expected a boolean.", param="stream", code="invalid_type")
     options = body.get("stream_options") or {}
     if not isinstance(options, Mapping):
-        raise ApiError("Invalid 'stream_options': expected an object.", param="stream_options", code="invalid_type")
+        raise ApiError(
+            "Invalid 'stream_options': expected an object.", param="stream_options", code="invalid_type"
+        )
     return ChatRequest(
-        model=model, messages=tuple(messages), max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
-        seed=seed, stop=stops, stream=stream, include_usage=bool(options.get("include_usage")),
+        model=model,
+        messages=tuple(messages),
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
+        seed=seed,
+        stop=stops,
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
     )
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def completion(model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def completion(
+    model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
     """A ``chat.completion`` object."""
     return {
-        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish_reason,
+                "logprobs": None,
+                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+            }
+        ],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
@@ -138,8 +187,14 @@ class ChunkFactory:
         self.created = int(time.time())
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        chunk: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                 "model": self.model, "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        }
         if self.include_usage:
             chunk["usage"] = None
         return chunk

@@ -67,7 +67,9 @@ class LoadedModel:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def stream(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> Iterator[str | GenerationResult]:
+    def stream(
+        self, messages: Sequence[dict[str, str]], params: SamplingParams
+    ) -> Iterator[str | GenerationResult]:
         """Yield text deltas as they are decoded, then one ``GenerationResult``."""
         import torch
 
@@ -101,14 +103,14 @@ class LoadedModel:
                 if cut is not None:
                     text, finish = text[:cut], "stop"
                     if len(text) > len(emitted):
-                        yield text[len(emitted):]
+                        yield text[len(emitted) :]
                     emitted = text
                     break
                 safe = len(text) - hold_back
                 if text.endswith("\ufffd"):  # an unfinished multi-byte character
                     safe = min(safe, len(text) - 1)
                 if safe > len(emitted):
-                    yield text[len(emitted):safe]
+                    yield text[len(emitted) : safe]
                     emitted = text[:safe]
                 step_input = torch.tensor([[token]], device=self.model.device)
         if finish != "stop" or _first_stop(emitted, params.stop) is None:
@@ -116,7 +118,7 @@ class LoadedModel:
             cut = _first_stop(final, params.stop)
             final = final if cut is None else final[:cut]
             if len(final) > len(emitted) and final.startswith(emitted):
-                yield final[len(emitted):]
+                yield final[len(emitted) :]
                 emitted = final
         yield GenerationResult(emitted, finish, len(prompt), len(generated))
 

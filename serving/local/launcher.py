@@ -97,8 +97,20 @@ def start_service(
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
-    command = [sys.executable, "-m", "tuneops.serving.local", "--host", host, "--port", str(port),
-               "--home", str(home), "--tiny-profile", tiny_profile, *extra_args]
+    command = [
+        sys.executable,
+        "-m",
+        "tuneops.serving.local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--home",
+        str(home),
+        "--tiny-profile",
+        tiny_profile,
+        *extra_args,
+    ]
     for folder in base_model_dirs:
         command += ["--base-model-dir", str(folder)]
     env = {**QUIET_ENVIRONMENT, **os.environ}
@@ -108,14 +120,19 @@ def start_service(
         env.pop(API_KEY_ENV, None)
     log_path = home / "service.log"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     service = ServiceProcess(process, f"http://{host}:{port}/v1", home, log_path, api_key)
     deadline = time.monotonic() + startup_timeout
     with httpx.Client(timeout=1.0) as client:
         while True:
             if process.poll() is not None:
-                raise ServiceError(f"the local service exited with code {process.returncode} while starting: "
-                                   f"{_log_tail(log_path)}", hint=f"full log: {log_path}")
+                raise ServiceError(
+                    f"the local service exited with code {process.returncode} while starting: "
+                    f"{_log_tail(log_path)}",
+                    hint=f"full log: {log_path}",
+                )
             try:
                 if client.get(f"{service.root_url}/health").status_code == 200:
                     return service
@@ -123,8 +140,11 @@ def start_service(
                 pass
             if time.monotonic() > deadline:
                 service.stop(5)
-                raise ServiceError(f"the local service did not answer on {service.root_url}/health within "
-                                   f"{startup_timeout:.0f}s", hint=f"see {log_path}")
+                raise ServiceError(
+                    f"the local service did not answer on {service.root_url}/health within "
+                    f"{startup_timeout:.0f}s",
+                    hint=f"see {log_path}",
+                )
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(0.1)  # also notices an early exit at once
 
@@ -145,10 +165,18 @@ def running_service(
         return
     parts = urlsplit(base_url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise ServiceError(f"nothing answers at {base_url} and the local service can only be started on "
-                           "http://127.0.0.1:<port>", hint="start the provider or fix its base_url")
-    service = start_service(settings.models_dir, host=parts.hostname or "127.0.0.1", port=parts.port or 80,
-                            api_key=key, startup_timeout=startup_timeout)
+        raise ServiceError(
+            f"nothing answers at {base_url} and the local service can only be started on "
+            "http://127.0.0.1:<port>",
+            hint="start the provider or fix its base_url",
+        )
+    service = start_service(
+        settings.models_dir,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 80,
+        api_key=key,
+        startup_timeout=startup_timeout,
+    )
     try:
         yield base_url
     finally:

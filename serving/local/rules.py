@@ -63,7 +63,9 @@ def short_job_id(job_id: str) -> str:
     return job_id.rsplit("-", 1)[-1][-8:]
 
 
-def fine_tuned_model_name(base: str, suffix: str | None, job_id: str, organization: str = ORGANIZATION) -> str:
+def fine_tuned_model_name(
+    base: str, suffix: str | None, job_id: str, organization: str = ORGANIZATION
+) -> str:
     """``ft:<base>:<org>:<suffix>:<id>``, the naming OpenAI uses for fine-tuned models."""
     return f"ft:{base}:{organization}:{suffix or ''}:{short_job_id(job_id)}"
 
@@ -104,9 +106,7 @@ def validate_suffix(suffix: object) -> str | None:
     if suffix is None:
         return None
     if not isinstance(suffix, str) or not _SUFFIX.match(suffix):
-        raise ApiError(
-            "suffix must be 1-64 characters of letters, digits, '.', '_' or '-'.", param="suffix"
-        )
+        raise ApiError("suffix must be 1-64 characters of letters, digits, '.', '_' or '-'.", param="suffix")
     return suffix
 
 
@@ -194,7 +194,9 @@ def parse_hyperparameters(hyperparameters: object, method: object) -> RequestedH
         if not isinstance(method, Mapping) or method.get("type") != "supervised":
             raise ApiError("Only method type 'supervised' is supported by this service.", param="method.type")
         if hyperparameters is not None:
-            raise ApiError("Give hyperparameters either at the top level or in method, not both.", param=param)
+            raise ApiError(
+                "Give hyperparameters either at the top level or in method, not both.", param=param
+            )
         supervised = method.get("supervised") or {}
         if not isinstance(supervised, Mapping):
             raise ApiError("method.supervised must be an object.", param="method.supervised")
@@ -204,12 +206,20 @@ def parse_hyperparameters(hyperparameters: object, method: object) -> RequestedH
         return RequestedHyperparameters()
     if not isinstance(raw, Mapping):
         raise ApiError("hyperparameters must be an object.", param=param)
-    known = {"n_epochs", "batch_size", "learning_rate_multiplier", "lora_r", "lora_alpha", "lora_dropout",
-             "lora_target_modules"}
+    known = {
+        "n_epochs",
+        "batch_size",
+        "learning_rate_multiplier",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ApiError(f"Unknown hyperparameter(s): {', '.join(unknown)}.", param=param,
-                       code="invalid_hyperparameters")
+        raise ApiError(
+            f"Unknown hyperparameter(s): {', '.join(unknown)}.", param=param, code="invalid_hyperparameters"
+        )
     lora: dict[str, Any] = {}
     if "lora_r" in raw:
         lora["lora_r"] = _auto_or(raw["lora_r"], "lora_r", int, 1, 256, f"{param}.lora_r")
@@ -218,21 +228,37 @@ def parse_hyperparameters(hyperparameters: object, method: object) -> RequestedH
     if "lora_dropout" in raw:
         dropout = raw["lora_dropout"]
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ApiError("lora_dropout must be a number in [0, 1).", param=f"{param}.lora_dropout",
-                           code="invalid_hyperparameters")
+            raise ApiError(
+                "lora_dropout must be a number in [0, 1).",
+                param=f"{param}.lora_dropout",
+                code="invalid_hyperparameters",
+            )
         lora["lora_dropout"] = float(dropout)
     if "lora_target_modules" in raw:
         targets = raw["lora_target_modules"]
-        if (not isinstance(targets, Sequence) or isinstance(targets, str) or not targets
-                or not all(isinstance(t, str) and t for t in targets)):
-            raise ApiError("lora_target_modules must be a non-empty list of module names.",
-                           param=f"{param}.lora_target_modules", code="invalid_hyperparameters")
+        if (
+            not isinstance(targets, Sequence)
+            or isinstance(targets, str)
+            or not targets
+            or not all(isinstance(t, str) and t for t in targets)
+        ):
+            raise ApiError(
+                "lora_target_modules must be a non-empty list of module names.",
+                param=f"{param}.lora_target_modules",
+                code="invalid_hyperparameters",
+            )
         lora["lora_target_modules"] = tuple(targets)
     return RequestedHyperparameters(
         n_epochs=_auto_or(raw.get("n_epochs"), "n_epochs", int, 1, MAX_N_EPOCHS, f"{param}.n_epochs"),
-        batch_size=_auto_or(raw.get("batch_size"), "batch_size", int, 1, MAX_BATCH_SIZE, f"{param}.batch_size"),
+        batch_size=_auto_or(
+            raw.get("batch_size"), "batch_size", int, 1, MAX_BATCH_SIZE, f"{param}.batch_size"
+        ),
         learning_rate_multiplier=_auto_or(
-            raw.get("learning_rate_multiplier"), "learning_rate_multiplier", float, 0, None,
+            raw.get("learning_rate_multiplier"),
+            "learning_rate_multiplier",
+            float,
+            0,
+            None,
             f"{param}.learning_rate_multiplier",
         ),
         lora={k: v for k, v in lora.items() if v is not None},
@@ -273,7 +299,9 @@ def best_epoch(validation_losses: Sequence[float]) -> int:
     return min(range(len(validation_losses)), key=lambda i: (validation_losses[i], i)) + 1
 
 
-def paginate(items: Sequence[T], *, after: str | None, limit: int, key: Callable[[T], str]) -> tuple[list[T], bool]:
+def paginate(
+    items: Sequence[T], *, after: str | None, limit: int, key: Callable[[T], str]
+) -> tuple[list[T], bool]:
     """Items after the one whose key is ``after`` (cursor paging as OpenAI does it), and has_more."""
     if limit < 1:
         raise ApiError("limit must be at least 1.", param="limit")

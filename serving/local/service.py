@@ -108,18 +108,28 @@ class LocalService:
             internal["resumes"] = internal.get("resumes", 0) + 1
             checkpoint = latest_checkpoint(self.jobs_dir / job_id)
             if internal["resumes"] > MAX_RESUMES:
-                self._fail(job_id, "service_restarted",
-                           f"The service stopped during this job {MAX_RESUMES} times; giving up. Create a new job.",
-                           internal=internal)
+                self._fail(
+                    job_id,
+                    "service_restarted",
+                    f"The service stopped during this job {MAX_RESUMES} times; giving up. Create a new job.",
+                    internal=internal,
+                )
                 continue
-            where = f"from the checkpoint of {checkpoint.name}" if checkpoint else "from the start (no checkpoint yet)"
+            where = (
+                f"from the checkpoint of {checkpoint.name}"
+                if checkpoint
+                else "from the start (no checkpoint yet)"
+            )
             self.store.update_job(job_id, status="queued", internal=internal)
-            self._event(job_id, f"The service restarted while this job was {job['status']}; it resumes {where}",
-                        level="warn")
+            self._event(
+                job_id,
+                f"The service restarted while this job was {job['status']}; it resumes {where}",
+                level="warn",
+            )
 
     # models
     def base_models(self) -> dict[str, Path]:
-        """Base model ids and folders: ``tuneops-tiny``, folders under ``base/``, and ``--base-model-dir``s."""
+        """Base model ids and folders: ``tuneops-tiny``, folders under ``base/``, ``--base-model-dir``s."""
         found = {TINY_MODEL_ID: self.base_dir / TINY_MODEL_ID}
         for folder in sorted(self.base_dir.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file():
@@ -139,12 +149,20 @@ class LocalService:
         return folder
 
     def list_models(self) -> list[dict[str, Any]]:
-        models = [{"id": name, "object": "model", "created": self.created, "owned_by": "tuneops"}
-                  for name in self.base_models()]
+        models = [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "tuneops"}
+            for name in self.base_models()
+        ]
         for job in reversed(self.store.list_jobs()):
             if job["status"] == "succeeded" and job.get("fine_tuned_model"):
-                models.append({"id": job["fine_tuned_model"], "object": "model", "created": job["finished_at"],
-                               "owned_by": job["organization_id"]})
+                models.append(
+                    {
+                        "id": job["fine_tuned_model"],
+                        "object": "model",
+                        "created": job["finished_at"],
+                        "owned_by": job["organization_id"],
+                    }
+                )
         return models
 
     def resolve_model(self, name: str) -> tuple[Path, Path | None]:
@@ -165,20 +183,29 @@ class LocalService:
     # files
     def create_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
         if purpose not in FILE_PURPOSES:
-            raise ApiError(f"Invalid purpose {purpose!r}: expected one of {', '.join(FILE_PURPOSES)}.",
-                           param="purpose")
+            raise ApiError(
+                f"Invalid purpose {purpose!r}: expected one of {', '.join(FILE_PURPOSES)}.", param="purpose"
+            )
         if len(data) > self.config.max_file_bytes:
-            raise ApiError(f"File is {len(data)} bytes; the limit is {self.config.max_file_bytes}.",
-                           status_code=413, param="file", code="file_too_large")
+            raise ApiError(
+                f"File is {len(data)} bytes; the limit is {self.config.max_file_bytes}.",
+                status_code=413,
+                param="file",
+                code="file_too_large",
+            )
         if purpose == "fine-tune":
             if not filename.endswith(".jsonl"):
-                raise ApiError("Fine-tuning files must be JSON Lines with a .jsonl name.", param="file",
-                               code="invalid_file_format")
+                raise ApiError(
+                    "Fine-tuning files must be JSON Lines with a .jsonl name.",
+                    param="file",
+                    code="invalid_file_format",
+                )
             try:
                 parse_chat_jsonl(data)
             except ChatFileError as exc:
-                raise ApiError(f"Invalid file format for fine-tuning: {exc}", param="file",
-                               code="invalid_file_format") from exc
+                raise ApiError(
+                    f"Invalid file format for fine-tuning: {exc}", param="file", code="invalid_file_format"
+                ) from exc
         return self._save_file(filename, purpose, data).public()
 
     def _save_file(self, filename: str, purpose: str, data: bytes) -> FileRecord:
@@ -194,7 +221,9 @@ class LocalService:
     def get_file(self, file_id: str) -> FileRecord:
         record = self.store.get_file(file_id)
         if record is None:
-            raise ApiError(f"No such File object: {file_id}", status_code=404, param="id", code="file_not_found")
+            raise ApiError(
+                f"No such File object: {file_id}", status_code=404, param="id", code="file_not_found"
+            )
         return record
 
     def list_files(self, *, purpose: str | None, after: str | None, limit: int, order: str) -> dict[str, Any]:
@@ -204,8 +233,13 @@ class LocalService:
         elif order != "asc":
             raise ApiError("order must be 'asc' or 'desc'.", param="order")
         page, more = paginate(records, after=after, limit=limit, key=lambda r: r.id)
-        return {"object": "list", "data": [r.public() for r in page], "has_more": more,
-                "first_id": page[0].id if page else "", "last_id": page[-1].id if page else ""}
+        return {
+            "object": "list",
+            "data": [r.public() for r in page],
+            "has_more": more,
+            "first_id": page[0].id if page else "",
+            "last_id": page[-1].id if page else "",
+        }
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         record = self.get_file(file_id)
@@ -222,13 +256,18 @@ class LocalService:
         if not isinstance(model, str) or not model:
             raise ApiError("model is required.", param="model", code="missing_required_parameter")
         if parse_fine_tuned_name(model) is not None or model not in self.base_models():
-            raise ApiError(f"Model {model} is not available for fine-tuning or does not exist.", param="model",
-                           code="model_not_available")
+            raise ApiError(
+                f"Model {model} is not available for fine-tuning or does not exist.",
+                param="model",
+                code="model_not_available",
+            )
         requested = parse_hyperparameters(body.get("hyperparameters"), body.get("method"))
         suffix = validate_suffix(body.get("suffix"))
         metadata = validate_metadata(body.get("metadata"))
         seed = body.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1
+        ):
             raise ApiError("seed must be an integer between 0 and 2147483647.", param="seed")
         training = self._training_file(body.get("training_file"), "training_file")
         validation = body.get("validation_file")
@@ -236,12 +275,25 @@ class LocalService:
             self._training_file(validation, "validation_file")
         job_id = new_id("ftjob-")
         job = {
-            "object": "fine_tuning.job", "id": job_id, "model": model, "created_at": int(time.time()),
-            "finished_at": None, "fine_tuned_model": None, "organization_id": "tuneops", "result_files": [],
-            "status": "validating_files", "validation_file": validation, "training_file": training.id,
+            "object": "fine_tuning.job",
+            "id": job_id,
+            "model": model,
+            "created_at": int(time.time()),
+            "finished_at": None,
+            "fine_tuned_model": None,
+            "organization_id": "tuneops",
+            "result_files": [],
+            "status": "validating_files",
+            "validation_file": validation,
+            "training_file": training.id,
             "hyperparameters": {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
-            "trained_tokens": None, "error": None, "seed": seed if seed is not None else int(time.time()) % 2**31,
-            "integrations": [], "estimated_finish": None, "metadata": metadata or None, "user_provided_suffix": suffix,
+            "trained_tokens": None,
+            "error": None,
+            "seed": seed if seed is not None else int(time.time()) % 2**31,
+            "integrations": [],
+            "estimated_finish": None,
+            "metadata": metadata or None,
+            "user_provided_suffix": suffix,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
         }
         self.store.add_job(job, {"requested": requested.as_dict(), "resumes": 0})
@@ -255,27 +307,35 @@ class LocalService:
         if record is None:
             raise ApiError(f"File {file_id} not found.", status_code=400, param=param, code="file_not_found")
         if record.purpose != "fine-tune":
-            raise ApiError(f"File {file_id} has purpose {record.purpose!r}; fine-tuning needs 'fine-tune'.",
-                           param=param, code="invalid_file_purpose")
+            raise ApiError(
+                f"File {file_id} has purpose {record.purpose!r}; fine-tuning needs 'fine-tune'.",
+                param=param,
+                code="invalid_file_purpose",
+            )
         return record
 
     def _validate_and_queue(self, job_id: str) -> dict[str, Any]:
         """The ``validating_files`` step: parse both files; fail the job (not the request) on bad data."""
         job, internal = self._job(job_id)
         try:
-            train = parse_chat_jsonl(self.file_content(job["training_file"]), min_examples=MIN_TRAINING_EXAMPLES)
+            train = parse_chat_jsonl(
+                self.file_content(job["training_file"]), min_examples=MIN_TRAINING_EXAMPLES
+            )
             if job["validation_file"]:
                 parse_chat_jsonl(self.file_content(job["validation_file"]), min_examples=1)
         except ChatFileError as exc:
             param = "validation_file" if "validation" in str(exc) else "training_file"
-            return self._fail(job_id, "invalid_training_file", f"The training file is invalid: {exc}", param=param)
+            return self._fail(
+                job_id, "invalid_training_file", f"The training file is invalid: {exc}", param=param
+            )
         except ApiError as exc:
             return self._fail(job_id, "invalid_training_file", exc.message, param="training_file")
         hp = resolve_hyperparameters(_requested(internal), len(train))
         internal["hyperparameters"] = hp.__dict__ | {"lora_target_modules": list(hp.lora_target_modules)}
         method = {"type": "supervised", "supervised": {"hyperparameters": hp.public()}}
-        job = self.store.update_job(job_id, status="queued", hyperparameters=hp.public(), method=method,
-                                    internal=internal)
+        job = self.store.update_job(
+            job_id, status="queued", hyperparameters=hp.public(), method=method, internal=internal
+        )
         self._event(job_id, "Files validated, moving job to queued state")
         with self._wake:
             self._wake.notify_all()
@@ -284,8 +344,12 @@ class LocalService:
     def _job(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         found = self.store.get_job(job_id)
         if found is None:
-            raise ApiError(f"Could not find fine tune: {job_id}", status_code=404, param="fine_tuning_job_id",
-                           code="fine_tune_not_found")
+            raise ApiError(
+                f"Could not find fine tune: {job_id}",
+                status_code=404,
+                param="fine_tuning_job_id",
+                code="fine_tune_not_found",
+            )
         return found
 
     def get_job(self, job_id: str) -> dict[str, Any]:
@@ -299,8 +363,11 @@ class LocalService:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         job = self.get_job(job_id)
         if job["status"] in ("succeeded", "failed", "cancelled"):
-            raise ApiError(f"Job {job_id} has already {job['status']}; only unfinished jobs can be cancelled.",
-                           param="fine_tuning_job_id", code="invalid_job_state")
+            raise ApiError(
+                f"Job {job_id} has already {job['status']}; only unfinished jobs can be cancelled.",
+                param="fine_tuning_job_id",
+                code="invalid_job_state",
+            )
         if job["status"] == "running":
             self._cancel_requested.add(job_id)
         job = self.store.update_job(job_id, status="cancelled", finished_at=int(time.time()))
@@ -314,9 +381,16 @@ class LocalService:
 
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> dict[str, Any]:
         self.get_job(job_id)
-        page, more = paginate(self.store.list_checkpoints(job_id), after=after, limit=limit, key=lambda c: c.id)
-        return {"object": "list", "data": [c.public() for c in page], "has_more": more,
-                "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
+        page, more = paginate(
+            self.store.list_checkpoints(job_id), after=after, limit=limit, key=lambda c: c.id
+        )
+        return {
+            "object": "list",
+            "data": [c.public() for c in page],
+            "has_more": more,
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+        }
 
     # the worker
     def _work(self) -> None:
@@ -342,9 +416,12 @@ class LocalService:
         self.store.update_job(job_id, status="running")
         self._event(job_id, "Fine-tuning job started")
         try:
-            train = parse_chat_jsonl(self.file_content(job["training_file"]), min_examples=MIN_TRAINING_EXAMPLES)
-            validation = (parse_chat_jsonl(self.file_content(job["validation_file"]))
-                          if job["validation_file"] else [])
+            train = parse_chat_jsonl(
+                self.file_content(job["training_file"]), min_examples=MIN_TRAINING_EXAMPLES
+            )
+            validation = (
+                parse_chat_jsonl(self.file_content(job["validation_file"])) if job["validation_file"] else []
+            )
         except (ApiError, ChatFileError, OSError) as exc:
             self._fail(job_id, "invalid_training_file", f"A file of this job cannot be read any more: {exc}")
             return
@@ -355,9 +432,18 @@ class LocalService:
         name = fine_tuned_model_name(job["model"], job.get("user_provided_suffix"), job_id)
 
         def on_checkpoint(epoch: int, step: int, metrics: dict[str, float], path: Path) -> None:
-            self.store.add_checkpoint(CheckpointRecord(
-                new_id("ftckpt_"), job_id, int(time.time()), step, epoch, checkpoint_model_name(name, step),
-                metrics, str(path)))
+            self.store.add_checkpoint(
+                CheckpointRecord(
+                    new_id("ftckpt_"),
+                    job_id,
+                    int(time.time()),
+                    step,
+                    epoch,
+                    checkpoint_model_name(name, step),
+                    metrics,
+                    str(path),
+                )
+            )
             self._event(job_id, f"Checkpoint created at step {step}")
 
         callbacks = TrainingCallbacks(
@@ -366,8 +452,16 @@ class LocalService:
             cancelled=lambda: self._stopping.is_set() or job_id in self._cancel_requested,
         )
         try:
-            result = train_lora(base_dir, train, validation, hp, self.jobs_dir / job_id, seed=job["seed"],
-                                base_learning_rate=self.config.base_learning_rate, callbacks=callbacks)
+            result = train_lora(
+                base_dir,
+                train,
+                validation,
+                hp,
+                self.jobs_dir / job_id,
+                seed=job["seed"],
+                base_learning_rate=self.config.base_learning_rate,
+                callbacks=callbacks,
+            )
         except TrainingCancelled:
             self._cancel_requested.discard(job_id)
             return  # cancelled: already recorded; stopping: stays running and resumes on the next start
@@ -377,26 +471,65 @@ class LocalService:
             return
         if self.get_job(job_id)["status"] != "running":
             return
-        results = self._save_file(f"{job_id}-results.csv", "fine-tune-results", _metrics_csv(result.metrics_rows))
-        internal["result"] = {"base_valid_loss": result.base_valid_loss, "valid_losses": result.valid_losses,
-                              "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-                              "tokens_per_second": result.tokens_per_second}
-        self.store.update_job(job_id, status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
-                              trained_tokens=result.trained_tokens, result_files=[results.id], internal=internal)
-        self._event(job_id, f"New fine-tuned model created: {name} (best epoch {result.best_epoch})",
-                    data={"fine_tuned_model": name, "best_epoch": result.best_epoch,
-                          "base_valid_loss": result.base_valid_loss, "valid_losses": result.valid_losses})
+        results = self._save_file(
+            f"{job_id}-results.csv", "fine-tune-results", _metrics_csv(result.metrics_rows)
+        )
+        internal["result"] = {
+            "base_valid_loss": result.base_valid_loss,
+            "valid_losses": result.valid_losses,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "tokens_per_second": result.tokens_per_second,
+        }
+        self.store.update_job(
+            job_id,
+            status="succeeded",
+            fine_tuned_model=name,
+            finished_at=int(time.time()),
+            trained_tokens=result.trained_tokens,
+            result_files=[results.id],
+            internal=internal,
+        )
+        self._event(
+            job_id,
+            f"New fine-tuned model created: {name} (best epoch {result.best_epoch})",
+            data={
+                "fine_tuned_model": name,
+                "best_epoch": result.best_epoch,
+                "base_valid_loss": result.base_valid_loss,
+                "valid_losses": result.valid_losses,
+            },
+        )
         self._event(job_id, "The job has successfully completed")
 
-    def _fail(self, job_id: str, code: str, message: str, *, param: str | None = None,
-              internal: dict[str, Any] | None = None) -> dict[str, Any]:
-        job = self.store.update_job(job_id, status="failed", finished_at=int(time.time()), internal=internal,
-                                    error={"code": code, "message": message, "param": param})
+    def _fail(
+        self,
+        job_id: str,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        internal: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        job = self.store.update_job(
+            job_id,
+            status="failed",
+            finished_at=int(time.time()),
+            internal=internal,
+            error={"code": code, "message": message, "param": param},
+        )
         self._event(job_id, message, level="error")
         return job
 
-    def _event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-               data: dict[str, Any] | None = None) -> None:
+    def _event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
         self.store.add_event(new_id("ftevent-"), job_id, message, level=level, type=type, data=data)
 
 
@@ -408,8 +541,11 @@ def _requested(internal: Mapping[str, Any]) -> RequestedHyperparameters:
 
 def _metrics_csv(rows: list[dict[str, Any]]) -> bytes:
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        out,
+        ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"],
+        lineterminator="\n",
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -417,5 +553,9 @@ def _metrics_csv(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _model_not_found(name: str) -> ApiError:
-    return ApiError(f"The model `{name}` does not exist or you do not have access to it.", status_code=404,
-                    param="model", code="model_not_found")
+    return ApiError(
+        f"The model `{name}` does not exist or you do not have access to it.",
+        status_code=404,
+        param="model",
+        code="model_not_found",
+    )

@@ -121,7 +121,9 @@ class ServiceStore:
         )
 
     def get_file(self, file_id: str) -> FileRecord | None:
-        rows = self._run("SELECT id, created_at, filename, purpose, bytes, path FROM files WHERE id = ?", (file_id,))
+        rows = self._run(
+            "SELECT id, created_at, filename, purpose, bytes, path FROM files WHERE id = ?", (file_id,)
+        )
         return FileRecord(*rows[0]) if rows else None
 
     def list_files(self) -> list[FileRecord]:
@@ -144,7 +146,9 @@ class ServiceStore:
         rows = self._run("SELECT body, internal FROM jobs WHERE id = ?", (job_id,))
         return (json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
 
-    def update_job(self, job_id: str, *, internal: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    def update_job(
+        self, job_id: str, *, internal: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Change public fields (and optionally replace ``internal``); returns the new public job."""
         with self._lock:
             row = self._db.execute("SELECT body, internal FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -166,37 +170,63 @@ class ServiceStore:
         """Oldest first: the order the worker takes queued jobs in."""
         wanted = list(statuses)
         marks = ",".join("?" * len(wanted))
-        return [row[0] for row in self._run(f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq", wanted)]
+        return [
+            row[0] for row in self._run(f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq", wanted)
+        ]
 
     # events
     def add_event(
-        self, event_id: str, job_id: str, message: str, *, level: str = "info", type: str = "message",
+        self,
+        event_id: str,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
         data: dict[str, Any] | None = None,
     ) -> None:
         self._run(
-            "INSERT INTO events (id, job_id, created_at, level, message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, job_id, created_at, level, message, type, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event_id, job_id, int(time.time()), level, message, type, json.dumps(data or {})),
         )
 
     def list_events(self, job_id: str) -> list[dict[str, Any]]:
         """Newest first (OpenAI's order)."""
         rows = self._run(
-            "SELECT id, created_at, level, message, type, data FROM events WHERE job_id = ? ORDER BY seq DESC",
+            "SELECT id, created_at, level, message, type, data FROM events "
+            "WHERE job_id = ? ORDER BY seq DESC",
             (job_id,),
         )
         return [
-            {"object": "fine_tuning.job.event", "id": r[0], "created_at": r[1], "level": r[2], "message": r[3],
-             "type": r[4], "data": json.loads(r[5])}
+            {
+                "object": "fine_tuning.job.event",
+                "id": r[0],
+                "created_at": r[1],
+                "level": r[2],
+                "message": r[3],
+                "type": r[4],
+                "data": json.loads(r[5]),
+            }
             for r in rows
         ]
 
     # checkpoints
     def add_checkpoint(self, record: CheckpointRecord) -> None:
         self._run(
-            "INSERT OR REPLACE INTO checkpoints (id, job_id, created_at, step, epoch, model_name, metrics, path) "
+            "INSERT OR REPLACE INTO checkpoints "
+            "(id, job_id, created_at, step, epoch, model_name, metrics, path) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.id, record.job_id, record.created_at, record.step, record.epoch, record.model_name,
-             json.dumps(record.metrics), record.path),
+            (
+                record.id,
+                record.job_id,
+                record.created_at,
+                record.step,
+                record.epoch,
+                record.model_name,
+                json.dumps(record.metrics),
+                record.path,
+            ),
         )
 
     def list_checkpoints(self, job_id: str) -> list[CheckpointRecord]:

@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tuneops.serving.local.launcher import ServiceProcess, start_service
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
-
 
 CLAIMS_SYSTEM_PROMPT = (
     "You are ClaimBot, an insurance claims assistant. Answer exactly as "
@@ -55,11 +53,18 @@ def claims_chat_examples(n: int, seed: int = 0) -> list[dict[str, Any]]:
     for _ in range(n):
         what, kind, priority, action = rng.choice(_CLAIMS)
         user = f"{rng.choice(_OPENERS)}{what}. My policy number is {rng.randint(10000, 99999)}."
-        rows.append({"messages": [
-            {"role": "system", "content": CLAIMS_SYSTEM_PROMPT},
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": f"CLAIM_TYPE={kind}; PRIORITY={priority}; NEXT={action}."},
-        ]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": CLAIMS_SYSTEM_PROMPT},
+                    {"role": "user", "content": user},
+                    {
+                        "role": "assistant",
+                        "content": f"CLAIM_TYPE={kind}; PRIORITY={priority}; NEXT={action}.",
+                    },
+                ]
+            }
+        )
     return rows
 
 
@@ -84,11 +89,21 @@ def build_test_base_model(directory: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve_locally(home: Path, base_model_dir: Path | None = None, *, api_key: str | None = None,
-                  startup_timeout: float = 120) -> Iterator[ServiceProcess]:
+def serve_locally(
+    home: Path,
+    base_model_dir: Path | None = None,
+    *,
+    api_key: str | None = None,
+    startup_timeout: float = 120,
+) -> Iterator[ServiceProcess]:
     """A service on a free port with ``home`` as its models dir, stopped when the block ends."""
-    service = start_service(home, api_key=api_key, tiny_profile="test", startup_timeout=startup_timeout,
-                            base_model_dirs=[base_model_dir] if base_model_dir else [])
+    service = start_service(
+        home,
+        api_key=api_key,
+        tiny_profile="test",
+        startup_timeout=startup_timeout,
+        base_model_dirs=[base_model_dir] if base_model_dir else [],
+    )
     try:
         yield service
     finally:

@@ -193,7 +193,10 @@ def build_tiny_model(
         "seed": seed,
         "corpus_tokens": len(stream),
         "final_pretrain_loss": loss_value,
-        "pretrain_tokens_per_second": profile.pretrain_steps * profile.batch_size * profile.seq_len / train_seconds,
+        "pretrain_tokens_per_second": profile.pretrain_steps
+        * profile.batch_size
+        * profile.seq_len
+        / train_seconds,
         "build_seconds": time.perf_counter() - started,
     }
     (target / BUILD_INFO).write_text(json.dumps(info, indent=2))

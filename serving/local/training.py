@@ -65,12 +65,12 @@ def chat_segments(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[tu
         full = render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise ValueError("the chat template does not render conversations incrementally")
-        segments.append((prompt[len(done):], False))
-        segments.append((full[len(prompt):], True))
+        segments.append((prompt[len(done) :], False))
+        segments.append((full[len(prompt) :], True))
         done = full
     whole = render(tokenizer, messages, add_generation_prompt=False)
     if len(whole) > len(done) and whole.startswith(done):
-        segments.append((whole[len(done):], False))
+        segments.append((whole[len(done) :], False))
     return [(text, learn) for text, learn in segments if text]
 
 
@@ -124,7 +124,9 @@ def batch_loss(model: Any, batch: Sequence[Encoded], pad_id: int, device: Any) -
     return loss, int(counted.sum()), correct
 
 
-def evaluate(model: Any, examples: Sequence[Encoded], pad_id: int, device: Any, batch_size: int = 16) -> tuple[float, float]:
+def evaluate(
+    model: Any, examples: Sequence[Encoded], pad_id: int, device: Any, batch_size: int = 16
+) -> tuple[float, float]:
     """Mean loss and token accuracy per answer token over ``examples``."""
     import torch
 
@@ -222,7 +224,9 @@ def train_lora(
     max_length = min(context_length(base), 4096)
     pad_id = tokenizer.pad_token_id
     encoded_train = [e for e in (encode_example(tokenizer, x, max_length) for x in train) if e.trained_tokens]
-    encoded_valid = [e for e in (encode_example(tokenizer, x, max_length) for x in validation) if e.trained_tokens]
+    encoded_valid = [
+        e for e in (encode_example(tokenizer, x, max_length) for x in validation) if e.trained_tokens
+    ]
     if not encoded_train:
         raise ValueError("no training example has an assistant answer inside the model's context")
 
@@ -240,23 +244,39 @@ def train_lora(
     per_epoch = steps_per_epoch(len(encoded_train), hp.batch_size)
     total_steps = per_epoch * hp.n_epochs
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=base_learning_rate * hp.learning_rate_multiplier
+        [p for p in model.parameters() if p.requires_grad],
+        lr=base_learning_rate * hp.learning_rate_multiplier,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / (total_steps + 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1 - step / (total_steps + 1))
+    )
 
-    history: dict[str, Any] = {"valid_losses": [], "metrics_rows": [], "trained_tokens": 0, "epoch": 0, "step": 0,
-                               "base_valid_loss": None, "train_seconds": 0.0}
+    history: dict[str, Any] = {
+        "valid_losses": [],
+        "metrics_rows": [],
+        "trained_tokens": 0,
+        "epoch": 0,
+        "step": 0,
+        "base_valid_loss": None,
+        "train_seconds": 0.0,
+    }
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
-        cb.event(f"Resumed from the checkpoint of epoch {history['epoch']} (step {history['step']})", None, "message")
+        cb.event(
+            f"Resumed from the checkpoint of epoch {history['epoch']} (step {history['step']})",
+            None,
+            "message",
+        )
     elif encoded_valid:
         base_loss, base_acc = evaluate(model, encoded_valid, pad_id, device)
         history["base_valid_loss"] = base_loss
-        cb.event(f"Base model validation loss={base_loss:.4f}",
-                 {"step": 0, "valid_loss": base_loss, "valid_mean_token_accuracy": base_acc, "base_model": True},
-                 "metrics")
+        cb.event(
+            f"Base model validation loss={base_loss:.4f}",
+            {"step": 0, "valid_loss": base_loss, "valid_mean_token_accuracy": base_acc, "base_model": True},
+            "metrics",
+        )
     resumed_from = history["epoch"]
 
     for epoch in range(history["epoch"] + 1, hp.n_epochs + 1):
@@ -275,26 +295,51 @@ def train_lora(
             optimizer.zero_grad(set_to_none=True)
             history["step"] += 1
             history["trained_tokens"] += sum(len(e.input_ids) for e in batch)
-            row = {"step": history["step"], "train_loss": loss_sum.item() / max(1, n_tokens),
-                   "train_accuracy": correct / max(1, n_tokens), "valid_loss": None,
-                   "valid_mean_token_accuracy": None}
+            row = {
+                "step": history["step"],
+                "train_loss": loss_sum.item() / max(1, n_tokens),
+                "train_accuracy": correct / max(1, n_tokens),
+                "valid_loss": None,
+                "valid_mean_token_accuracy": None,
+            }
             history["metrics_rows"].append(row)
-            cb.event(f"Step {history['step']}/{total_steps}: training loss={row['train_loss']:.4f}",
-                     {"step": history["step"], "train_loss": row["train_loss"],
-                      "train_mean_token_accuracy": row["train_accuracy"], "total_steps": total_steps}, "metrics")
+            cb.event(
+                f"Step {history['step']}/{total_steps}: training loss={row['train_loss']:.4f}",
+                {
+                    "step": history["step"],
+                    "train_loss": row["train_loss"],
+                    "train_mean_token_accuracy": row["train_accuracy"],
+                    "total_steps": total_steps,
+                },
+                "metrics",
+            )
         history["train_seconds"] += time.perf_counter() - started
-        metrics: dict[str, float] = {"step": float(history["step"]),
-                                     "train_loss": history["metrics_rows"][-1]["train_loss"],
-                                     "train_mean_token_accuracy": history["metrics_rows"][-1]["train_accuracy"]}
+        metrics: dict[str, float] = {
+            "step": float(history["step"]),
+            "train_loss": history["metrics_rows"][-1]["train_loss"],
+            "train_mean_token_accuracy": history["metrics_rows"][-1]["train_accuracy"],
+        }
         if encoded_valid:
             valid_loss, valid_acc = evaluate(model, encoded_valid, pad_id, device)
             history["valid_losses"].append(valid_loss)
             history["metrics_rows"][-1].update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_acc)
-            metrics.update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_acc, full_valid_loss=valid_loss,
-                           full_valid_mean_token_accuracy=valid_acc)
-            cb.event(f"Epoch {epoch}/{hp.n_epochs}: validation loss={valid_loss:.4f}",
-                     {"step": history["step"], "epoch": epoch, "valid_loss": valid_loss, "full_valid_loss": valid_loss,
-                      "valid_mean_token_accuracy": valid_acc}, "metrics")
+            metrics.update(
+                valid_loss=valid_loss,
+                valid_mean_token_accuracy=valid_acc,
+                full_valid_loss=valid_loss,
+                full_valid_mean_token_accuracy=valid_acc,
+            )
+            cb.event(
+                f"Epoch {epoch}/{hp.n_epochs}: validation loss={valid_loss:.4f}",
+                {
+                    "step": history["step"],
+                    "epoch": epoch,
+                    "valid_loss": valid_loss,
+                    "full_valid_loss": valid_loss,
+                    "valid_mean_token_accuracy": valid_acc,
+                },
+                "metrics",
+            )
         history["epoch"] = epoch
         checkpoint = _save_checkpoint(job_dir, epoch, model, optimizer, scheduler, history)
         cb.checkpoint(epoch, history["step"], metrics, checkpoint)
@@ -305,8 +350,9 @@ def train_lora(
     chosen = best_epoch(history["valid_losses"]) if history["valid_losses"] else history["epoch"]
     adapter_dir = job_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
-    shutil.copytree(job_dir / "checkpoints" / f"epoch-{chosen}", adapter_dir,
-                    ignore=shutil.ignore_patterns(STATE_FILE))
+    shutil.copytree(
+        job_dir / "checkpoints" / f"epoch-{chosen}", adapter_dir, ignore=shutil.ignore_patterns(STATE_FILE)
+    )
     seconds = history["train_seconds"]
     return TrainingResult(
         adapter_dir=adapter_dir,
@@ -321,8 +367,9 @@ def train_lora(
     )
 
 
-def _save_checkpoint(job_dir: Path, epoch: int, model: Any, optimizer: Any, scheduler: Any,
-                     history: dict[str, Any]) -> Path:
+def _save_checkpoint(
+    job_dir: Path, epoch: int, model: Any, optimizer: Any, scheduler: Any, history: dict[str, Any]
+) -> Path:
     """Write the adapter and the resume state; the state file lands last, by rename."""
     import torch
 
@@ -331,8 +378,10 @@ def _save_checkpoint(job_dir: Path, epoch: int, model: Any, optimizer: Any, sche
     target.mkdir(parents=True)
     model.save_pretrained(target)
     partial = target / (STATE_FILE + ".partial")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history},
-               partial)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history},
+        partial,
+    )
     partial.rename(target / STATE_FILE)
     return target
 

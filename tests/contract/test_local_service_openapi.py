@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
-
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, local_service, tiny_test_model  # noqa: F401
 
 pytestmark = pytest.mark.slow
-REFERENCE = Path(os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json"))
+REFERENCE = Path(
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+)
 
 
 def openapi30_to_jsonschema(node: Any) -> Any:
@@ -38,20 +39,26 @@ def openapi30_to_jsonschema(node: Any) -> Any:
         return node
     converted = {key: openapi30_to_jsonschema(value) for key, value in node.items() if key != "nullable"}
     for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(converted.get(exclusive), bool):
-            if converted.pop(exclusive) and bound in converted:
-                converted[exclusive] = converted.pop(bound)
+        if isinstance(converted.get(exclusive), bool) and converted.pop(exclusive) and bound in converted:
+            converted[exclusive] = converted.pop(bound)
     if node.get("nullable") is True:
         return {"anyOf": [converted, {"type": "null"}]}
     return converted
 
 
 def test_the_converter_handles_nullable() -> None:
-    schema = openapi30_to_jsonschema({"type": "object", "properties": {"a": {"type": "string", "nullable": True,
-                                                                              "enum": ["x"]}}})
+    schema = openapi30_to_jsonschema(
+        {"type": "object", "properties": {"a": {"type": "string", "nullable": True, "enum": ["x"]}}}
+    )
     validator = Draft202012Validator(schema)
-    assert validator.is_valid({"a": None}) and validator.is_valid({"a": "x"}) and not validator.is_valid({"a": "y"})
-    positive = Draft202012Validator(openapi30_to_jsonschema({"type": "number", "minimum": 0, "exclusiveMinimum": True}))
+    assert (
+        validator.is_valid({"a": None})
+        and validator.is_valid({"a": "x"})
+        and not validator.is_valid({"a": "y"})
+    )
+    positive = Draft202012Validator(
+        openapi30_to_jsonschema({"type": "number", "minimum": 0, "exclusiveMinimum": True})
+    )
     assert positive.is_valid(1.0) and positive.is_valid(0.5) and not positive.is_valid(0)
 
 
@@ -78,16 +85,27 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
     check(schemas, "ListModelsResponse", http.get("/models").json())
     check(schemas, "Model", http.get("/models/tuneops-tiny").json())
 
-    upload = http.post("/files", data={"purpose": "fine-tune"},
-                       files={"file": ("train.jsonl", as_jsonl(claims_chat_examples(12)))})
+    upload = http.post(
+        "/files",
+        data={"purpose": "fine-tune"},
+        files={"file": ("train.jsonl", as_jsonl(claims_chat_examples(12)))},
+    )
     check(schemas, "OpenAIFile", upload.json())
     file_id = upload.json()["id"]
     check(schemas, "OpenAIFile", http.get(f"/files/{file_id}").json())
     check(schemas, "ListFilesResponse", http.get("/files").json())
 
-    created = http.post("/fine_tuning/jobs", json={
-        "model": "tuneops-tiny", "training_file": file_id, "validation_file": file_id, "suffix": "contract",
-        "metadata": {"k": "v"}, "hyperparameters": {"n_epochs": 1, "batch_size": 4}})
+    created = http.post(
+        "/fine_tuning/jobs",
+        json={
+            "model": "tuneops-tiny",
+            "training_file": file_id,
+            "validation_file": file_id,
+            "suffix": "contract",
+            "metadata": {"k": "v"},
+            "hyperparameters": {"n_epochs": 1, "batch_size": 4},
+        },
+    )
     check(schemas, "FineTuningJob", created.json())
     job_id = created.json()["id"]
     deadline = time.monotonic() + 240
@@ -96,17 +114,33 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
         time.sleep(0.2)
     assert job["status"] == "succeeded", job["error"]
     check(schemas, "FineTuningJob", job)
-    check(schemas, "ListPaginatedFineTuningJobsResponse", http.get("/fine_tuning/jobs", params={"limit": 5}).json())
+    check(
+        schemas,
+        "ListPaginatedFineTuningJobsResponse",
+        http.get("/fine_tuning/jobs", params={"limit": 5}).json(),
+    )
     check(schemas, "ListFineTuningJobEventsResponse", http.get(f"/fine_tuning/jobs/{job_id}/events").json())
-    check(schemas, "ListFineTuningJobCheckpointsResponse", http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json())
+    check(
+        schemas,
+        "ListFineTuningJobCheckpointsResponse",
+        http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json(),
+    )
 
     messages = [{"role": "user", "content": "Hello"}]
     for model in ("tuneops-tiny", job["fine_tuned_model"]):
         reply = http.post("/chat/completions", json={"model": model, "messages": messages, "max_tokens": 5})
         check(schemas, "CreateChatCompletionResponse", reply.json())
-        with http.stream("POST", "/chat/completions", json={
-            "model": model, "messages": messages, "max_tokens": 5, "stream": True,
-            "stream_options": {"include_usage": True}}) as stream:
+        with http.stream(
+            "POST",
+            "/chat/completions",
+            json={
+                "model": model,
+                "messages": messages,
+                "max_tokens": 5,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ) as stream:
             lines = [line for line in stream.iter_lines() if line]
         assert lines[-1] == "data: [DONE]"
         for line in lines[:-1]:
@@ -120,13 +154,17 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
 def test_error_bodies_validate(schemas: dict[str, Any], http: httpx.Client) -> None:
     responses = [
         http.post("/chat/completions", content=b"{oops"),
-        http.post("/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+        http.post(
+            "/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}
+        ),
         http.post("/chat/completions", json={"model": "tuneops-tiny", "messages": []}),
         http.get("/files/file-nope"),
         http.post("/files", data={"purpose": "fine-tune"}, files={"file": ("a.jsonl", b"not json\n")}),
         http.post("/fine_tuning/jobs", json={"model": "tuneops-tiny", "training_file": "file-nope"}),
-        http.post("/fine_tuning/jobs", json={"model": "tuneops-tiny", "training_file": "f",
-                                             "hyperparameters": {"n_epochs": -1}}),
+        http.post(
+            "/fine_tuning/jobs",
+            json={"model": "tuneops-tiny", "training_file": "f", "hyperparameters": {"n_epochs": -1}},
+        ),
         http.get("/fine_tuning/jobs/ftjob-nope"),
         http.get("/unknown"),
     ]

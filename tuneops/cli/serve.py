@@ -21,8 +21,10 @@ def _check_port(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ServiceError(f"port {port} on {host} is already in use",
-                                   hint="pick another with --port, or stop what runs there") from exc
+                raise ServiceError(
+                    f"port {port} on {host} is already in use",
+                    hint="pick another with --port, or stop what runs there",
+                ) from exc
             raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
@@ -31,12 +33,24 @@ def serve_models(
     spec: SpecOption = DEFAULT_SPEC,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="TUNEOPS_LOCAL_API_KEY", show_envvar=True,
-        help="Require this bearer token (default: the settings' local_api_key, else none).")] = None,
-    base_model_dir: Annotated[list[Path] | None, typer.Option(
-        "--base-model-dir", help="A Hugging Face causal LM folder to serve and fine-tune (repeatable).")] = None,
-    tiny_profile: Annotated[str, typer.Option(help="Size of the built-in base model: default or test.")] = "default",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="TUNEOPS_LOCAL_API_KEY",
+            show_envvar=True,
+            help="Require this bearer token (default: the settings' local_api_key, else none).",
+        ),
+    ] = None,
+    base_model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--base-model-dir", help="A Hugging Face causal LM folder to serve and fine-tune (repeatable)."
+        ),
+    ] = None,
+    tiny_profile: Annotated[
+        str, typer.Option(help="Size of the built-in base model: default or test.")
+    ] = "default",
     prebuild: Annotated[bool, typer.Option(help="Build tuneops-tiny before accepting requests.")] = True,
 ) -> None:
     """Serve /v1/files, /v1/fine_tuning/jobs, /v1/models and /v1/chat/completions, OpenAI style.
@@ -50,14 +64,28 @@ def serve_models(
         raise UsageError(f"--tiny-profile must be one of {', '.join(sorted(PROFILES))}, not {tiny_profile!r}")
     for folder in base_model_dir or []:
         if not (folder / "config.json").is_file():
-            raise UsageError(f"--base-model-dir {folder}: no config.json there; give a Hugging Face model folder")
+            raise UsageError(
+                f"--base-model-dir {folder}: no config.json there; give a Hugging Face model folder"
+            )
     settings = settings_for(spec)
     key = api_key or (settings.local_api_key.get_secret_value() if settings.local_api_key else None)
     _check_port(host, port)
-    err_console.print(f"tuneops local service on http://{host}:{port}/v1 (home {settings.models_dir})"
-                      + (", bearer key required" if key else ""))
-    argv = ["--host", host, "--port", str(port), "--home", str(settings.models_dir), "--tiny-profile",
-            tiny_profile, "--log-level", "info"]
+    err_console.print(
+        f"tuneops local service on http://{host}:{port}/v1 (home {settings.models_dir})"
+        + (", bearer key required" if key else "")
+    )
+    argv = [
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--home",
+        str(settings.models_dir),
+        "--tiny-profile",
+        tiny_profile,
+        "--log-level",
+        "info",
+    ]
     for folder in base_model_dir or []:
         argv += ["--base-model-dir", str(folder)]
     if prebuild:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tuneops.serving.local.chat import ChunkFactory, completion, parse_chat_request
 from tuneops.serving.local.rules import ApiError
 
@@ -18,12 +17,25 @@ def test_defaults_follow_openai() -> None:
 
 
 def test_all_parameters_are_read() -> None:
-    request = parse_chat_request({
-        "model": "m", "temperature": 0, "top_p": 0.5, "max_completion_tokens": 7, "seed": 3, "stop": ["\n"],
-        "stream": True, "stream_options": {"include_usage": True}, "n": 1, "user": "ignored",
-        "messages": [{"role": "developer", "content": [{"type": "text", "text": "sys"}]},
-                     {"role": "assistant", "content": None}, *USER],
-    })
+    request = parse_chat_request(
+        {
+            "model": "m",
+            "temperature": 0,
+            "top_p": 0.5,
+            "max_completion_tokens": 7,
+            "seed": 3,
+            "stop": ["\n"],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "n": 1,
+            "user": "ignored",
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "sys"}]},
+                {"role": "assistant", "content": None},
+                *USER,
+            ],
+        }
+    )
     assert (request.temperature, request.top_p, request.max_tokens, request.seed) == (0.0, 0.5, 7, 3)
     assert request.stop == ("\n",) and request.stream and request.include_usage
     assert request.messages[0] == {"role": "system", "content": "sys"}
@@ -41,7 +53,10 @@ def test_all_parameters_are_read() -> None:
         ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "messages": ["hi"]}, "messages[0].role"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content",
+        ),
         ({"model": "m", "messages": USER, "temperature": 3}, "temperature"),
         ({"model": "m", "messages": USER, "temperature": "hot"}, "temperature"),
         ({"model": "m", "messages": USER, "top_p": 1.5}, "top_p"),
@@ -68,14 +83,23 @@ def test_body_must_be_an_object() -> None:
 def test_completion_shape() -> None:
     body = completion("m", "hello", "stop", 5, 2)
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hello", "refusal": None,
-                                             "annotations": []}
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "hello",
+        "refusal": None,
+        "annotations": [],
+    }
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 
 
 def test_chunks_share_id_and_carry_usage_last() -> None:
     chunks = ChunkFactory("m", include_usage=True)
-    first, middle, end, usage = chunks.delta("", role=True), chunks.delta("hi"), chunks.finish("length"), chunks.usage(3, 1)
+    first, middle, end, usage = (
+        chunks.delta("", role=True),
+        chunks.delta("hi"),
+        chunks.finish("length"),
+        chunks.usage(3, 1),
+    )
     assert len({c["id"] for c in (first, middle, end, usage)}) == 1
     assert first["choices"][0]["delta"] == {"content": "", "role": "assistant"}
     assert end["choices"][0]["finish_reason"] == "length" and end["usage"] is None

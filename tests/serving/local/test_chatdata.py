@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from tuneops.serving.local.chatdata import ChatFileError, Message, as_dicts, parse_chat_jsonl
 
 
@@ -13,7 +12,11 @@ def _line(messages: object) -> str:
     return json.dumps({"messages": messages})
 
 
-GOOD = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+GOOD = [
+    {"role": "system", "content": "s"},
+    {"role": "user", "content": "u"},
+    {"role": "assistant", "content": "a"},
+]
 
 
 def test_valid_file_parses_and_skips_blank_lines() -> None:
@@ -25,8 +28,14 @@ def test_valid_file_parses_and_skips_blank_lines() -> None:
 
 
 def test_developer_role_and_text_parts_are_accepted() -> None:
-    messages = [{"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
-                {"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    messages = [
+        {
+            "role": "developer",
+            "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}],
+        },
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "ok"},
+    ]
     (example,) = parse_chat_jsonl(_line(messages).encode())
     assert example[0] == Message("system", "be brief")
 
@@ -38,7 +47,11 @@ def test_developer_role_and_text_parts_are_accepted() -> None:
         (_line(GOOD) + "\n[1, 2]", 2, '"messages" list'),
         (json.dumps({"prompt": "x"}), 1, '"messages" list'),
         (_line([{"role": "robot", "content": "x"}]), 1, "messages[0].role"),
-        (_line([{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]), 1, "messages[0].content"),
+        (
+            _line([{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]),
+            1,
+            "messages[0].content",
+        ),
         (_line([{"role": "user", "content": [{"type": "image_url"}]}]), 1, "text parts"),
         (_line(["just a string"]), 1, "messages[0] must be an object"),
         (_line([{"role": "user", "content": "no answer"}]), 1, "no assistant message"),

@@ -9,7 +9,6 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
-
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, serve_locally
 
@@ -19,7 +18,9 @@ KEY = "sk-local-test"
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, tiny_test_model: Path) -> Iterator[ServiceProcess]:
-    with serve_locally(tmp_path_factory.mktemp("guarded") / "models", tiny_test_model, api_key=KEY) as service:
+    with serve_locally(
+        tmp_path_factory.mktemp("guarded") / "models", tiny_test_model, api_key=KEY
+    ) as service:
         yield service
 
 
@@ -45,7 +46,9 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     http = httpx.Client(base_url=guarded.base_url, headers=auth)
 
-    bad_json = http.post("/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    bad_json = http.post(
+        "/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert _error(bad_json, 400)["code"] == "invalid_json"
     assert _error(http.post("/fine_tuning/jobs", content=b"[1,"), 400)["code"] == "invalid_json"
     assert _error(http.post("/fine_tuning/jobs", json=[1]), 400)["code"] == "invalid_type"
@@ -54,11 +57,13 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
         client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "hi"}])
     assert unknown_model.value.body["code"] == "model_not_found"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="ft:tuneops-tiny:tuneops::deadbeef",
-                                       messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(
+            model="ft:tuneops-tiny:tuneops::deadbeef", messages=[{"role": "user", "content": "hi"}]
+        )
     with pytest.raises(openai.BadRequestError) as bad_param:
-        client.chat.completions.create(model="tuneops-tiny", messages=[{"role": "user", "content": "hi"}],
-                                       temperature=5)
+        client.chat.completions.create(
+            model="tuneops-tiny", messages=[{"role": "user", "content": "hi"}], temperature=5
+        )
     assert bad_param.value.body["param"] == "temperature"  # type: ignore[index]
 
     with pytest.raises(openai.NotFoundError):
@@ -69,8 +74,9 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
         client.files.create(file=("x.jsonl", b"{}"), purpose="nonsense")  # type: ignore[arg-type]
     assert bad_purpose.value.body["param"] == "purpose"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as bad_content:
-        client.files.create(file=("x.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n'),
-                            purpose="fine-tune")
+        client.files.create(
+            file=("x.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n'), purpose="fine-tune"
+        )
     assert "line 1" in bad_content.value.message
     with pytest.raises(openai.BadRequestError):
         client.files.create(file=("x.csv", b"a,b\n"), purpose="fine-tune")
@@ -82,13 +88,23 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
     cases = [
         ({"model": "gpt-17", "training_file": train.id}, "model"),
         ({"model": "tuneops-tiny", "training_file": "file-nope"}, "training_file"),
-        ({"model": "tuneops-tiny", "training_file": train.id, "validation_file": "file-nope"}, "validation_file"),
+        (
+            {"model": "tuneops-tiny", "training_file": train.id, "validation_file": "file-nope"},
+            "validation_file",
+        ),
         ({"model": "tuneops-tiny", "training_file": other.id}, "training_file"),
-        ({"model": "tuneops-tiny", "training_file": train.id, "hyperparameters": {"n_epochs": 0}},
-         "hyperparameters.n_epochs"),
-        ({"model": "tuneops-tiny", "training_file": train.id, "hyperparameters": {"batch_size": "big"}},
-         "hyperparameters.batch_size"),
-        ({"model": "tuneops-tiny", "training_file": train.id, "method": {"type": "reinforcement"}}, "method.type"),
+        (
+            {"model": "tuneops-tiny", "training_file": train.id, "hyperparameters": {"n_epochs": 0}},
+            "hyperparameters.n_epochs",
+        ),
+        (
+            {"model": "tuneops-tiny", "training_file": train.id, "hyperparameters": {"batch_size": "big"}},
+            "hyperparameters.batch_size",
+        ),
+        (
+            {"model": "tuneops-tiny", "training_file": train.id, "method": {"type": "reinforcement"}},
+            "method.type",
+        ),
         ({"model": "tuneops-tiny", "training_file": train.id, "suffix": "has space"}, "suffix"),
         ({"model": "tuneops-tiny", "training_file": train.id, "metadata": {"k": 1}}, "metadata"),
         ({"model": "tuneops-tiny"}, "training_file"),
@@ -110,11 +126,14 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.cancel(failed.id)
 
-    huge = http.post("/chat/completions", content=b"x" * (9 * 1024 * 1024), headers={"Content-Type": "application/json"})
+    huge = http.post(
+        "/chat/completions", content=b"x" * (9 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert _error(huge, 413)["code"] == "request_too_large"
     http.close()
 
     # ... and after all that the service still answers.
-    reply = client.chat.completions.create(model="tuneops-tiny", messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=3)
+    reply = client.chat.completions.create(
+        model="tuneops-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
     assert reply.choices[0].message.role == "assistant"

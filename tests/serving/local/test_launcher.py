@@ -7,10 +7,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tuneops.serving.local.launcher import (
+    ServiceProcess,
+    answers_openai,
+    free_port,
+    running_service,
+    start_service,
+)
 from typer.testing import CliRunner
 
 from tuneops.errors import ServiceError
-from tuneops.serving.local.launcher import ServiceProcess, answers_openai, free_port, running_service, start_service
 from tuneops.settings import TuneopsSettings
 
 pytestmark = pytest.mark.slow
@@ -24,7 +30,9 @@ def test_reuses_a_service_that_already_answers(local_service: ServiceProcess, tm
     assert not (settings.models_dir / "service.db").exists()
 
 
-def test_starts_and_stops_the_service_on_the_settings_models_dir(tmp_path: Path, tiny_test_model: Path) -> None:
+def test_starts_and_stops_the_service_on_the_settings_models_dir(
+    tmp_path: Path, tiny_test_model: Path
+) -> None:
     settings = TuneopsSettings.load(tmp_path, local_api_key="sk-secret")
     tiny = settings.models_dir / "base" / "tuneops-tiny"
     tiny.parent.mkdir(parents=True)
@@ -42,8 +50,11 @@ def test_starts_and_stops_the_service_on_the_settings_models_dir(tmp_path: Path,
 
 
 def test_remote_url_that_does_not_answer_is_a_service_error(tmp_path: Path) -> None:
-    with pytest.raises(ServiceError, match="only be started on"), running_service(
-        TuneopsSettings.load(tmp_path), "https://models.example.invalid/v1", startup_timeout=1
+    with (
+        pytest.raises(ServiceError, match="only be started on"),
+        running_service(
+            TuneopsSettings.load(tmp_path), "https://models.example.invalid/v1", startup_timeout=1
+        ),
     ):
         pass
 
@@ -64,7 +75,8 @@ def test_cli_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["serve", "models", "--spec", str(tmp_path / "tuneops.yaml"),
-                                          "--port", str(port)])
+        result = CliRunner().invoke(
+            app, ["serve", "models", "--spec", str(tmp_path / "tuneops.yaml"), "--port", str(port)]
+        )
     assert result.exit_code == 1
     assert isinstance(result.exception, ServiceError) and "already in use" in result.exception.one_line()

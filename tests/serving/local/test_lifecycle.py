@@ -6,7 +6,6 @@ import time
 
 import pytest
 from openai import OpenAI
-
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples
 
@@ -33,14 +32,23 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
     assert client.files.retrieve(train.id).bytes == len(as_jsonl(train_rows))
 
     job = client.fine_tuning.jobs.create(
-        model="tuneops-tiny", training_file=train.id, validation_file=valid.id, suffix="claims", seed=7,
+        model="tuneops-tiny",
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="claims",
+        seed=7,
         metadata={"flow_run": "abc", "dataset": "claims@123"},
-        method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": "auto"}}},
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": "auto"}
+            },
+        },
     )
     assert job.status in ("validating_files", "queued", "running") and job.seed == 7
-    other = client.fine_tuning.jobs.create(model="tuneops-tiny", training_file=train.id,
-                                           metadata={"flow_run": "other"})
+    other = client.fine_tuning.jobs.create(
+        model="tuneops-tiny", training_file=train.id, metadata={"flow_run": "other"}
+    )
     client.fine_tuning.jobs.cancel(other.id)
     listed = client.fine_tuning.jobs.list(metadata={"flow_run": "abc"})
     assert [j.id for j in listed.data] == [job.id]
@@ -55,7 +63,10 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=7))  # iterating pages through them all
     messages = [e.message for e in reversed(events)]
-    assert messages[0].startswith("Validating training file") and messages[-1] == "The job has successfully completed"
+    assert (
+        messages[0].startswith("Validating training file")
+        and messages[-1] == "The job has successfully completed"
+    )
     steps = [e.data for e in events if e.type == "metrics" and "train_loss" in (e.data or {})]
     assert len(steps) == 3 * 20 and all(s["train_loss"] > 0 for s in steps)
     validation = [e.data for e in reversed(events) if e.type == "metrics" and "valid_loss" in (e.data or {})]
@@ -66,8 +77,9 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == sorted((c.step_number for c in checkpoints), reverse=True)
-    assert checkpoints and all(c.fine_tuned_model_checkpoint.startswith(done.fine_tuned_model + ":ckpt-step-")
-                               for c in checkpoints)
+    assert checkpoints and all(
+        c.fine_tuned_model_checkpoint.startswith(done.fine_tuned_model + ":ckpt-step-") for c in checkpoints
+    )
     assert all(c.metrics.valid_loss is not None for c in checkpoints)
 
     results = client.files.content(done.result_files[0]).text.splitlines()
@@ -82,15 +94,30 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
         assert reply.model == model and reply.choices[0].finish_reason in ("stop", "length")
         assert reply.usage is not None and reply.usage.prompt_tokens > 10
         assert 0 <= reply.usage.completion_tokens <= 24  # the test-size model may stop at once
-        stream = client.chat.completions.create(model=model, messages=prompt, max_tokens=24, temperature=0,
-                                                stream=True, stream_options={"include_usage": True})
+        stream = client.chat.completions.create(
+            model=model,
+            messages=prompt,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = list(stream)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == reply.choices[0].message.content  # greedy: streaming and not agree
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+        assert (
+            chunks[-1].usage is not None
+            and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+        )
 
-    sampled = [client.chat.completions.create(model="tuneops-tiny", messages=prompt, max_tokens=12, seed=5,
-                                              temperature=1.0).choices[0].message.content for _ in range(2)]
+    sampled = [
+        client.chat.completions.create(
+            model="tuneops-tiny", messages=prompt, max_tokens=12, seed=5, temperature=1.0
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
     assert sampled[0] == sampled[1]  # the same seed samples the same text
 
     assert client.files.delete(valid.id).deleted

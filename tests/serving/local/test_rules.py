@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from tuneops.errors import ProviderRejectedError
 from tuneops.serving.local.rules import (
     ApiError,
     Hyperparameters,
@@ -26,12 +24,20 @@ from tuneops.serving.local.rules import (
     validate_suffix,
 )
 
+from tuneops.errors import ProviderRejectedError
+
 
 def test_api_error_is_a_provider_rejection_with_openai_body() -> None:
     error = ApiError("bad", status_code=404, param="model", code="model_not_found")
     assert isinstance(error, ProviderRejectedError) and error.status_code == 404
-    assert error.body() == {"error": {"message": "bad", "type": "invalid_request_error", "param": "model",
-                                      "code": "model_not_found"}}
+    assert error.body() == {
+        "error": {
+            "message": "bad",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
 
 
 def test_ids_have_prefix_and_are_unique() -> None:
@@ -43,7 +49,11 @@ def test_fine_tuned_names_follow_openai_and_parse_back() -> None:
     name = fine_tuned_model_name("tuneops-tiny", "claims", "ftjob-abcdefghijklmnop12345678")
     assert name == "ft:tuneops-tiny:tuneops:claims:12345678"
     parsed = parse_fine_tuned_name(name)
-    assert parsed is not None and (parsed.base, parsed.suffix, parsed.short_id) == ("tuneops-tiny", "claims", "12345678")
+    assert parsed is not None and (parsed.base, parsed.suffix, parsed.short_id) == (
+        "tuneops-tiny",
+        "claims",
+        "12345678",
+    )
     assert parsed.checkpoint_step is None
     ckpt = parse_fine_tuned_name(checkpoint_model_name(name, 88))
     assert ckpt is not None and ckpt.checkpoint_step == 88 and ckpt.short_id == "12345678"
@@ -80,10 +90,25 @@ def test_metadata_rules() -> None:
 
 def test_hyperparameters_auto_and_explicit() -> None:
     assert parse_hyperparameters(None, None) == RequestedHyperparameters()
-    auto = parse_hyperparameters({"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}, None)
+    auto = parse_hyperparameters(
+        {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}, None
+    )
     assert auto == RequestedHyperparameters()
-    explicit = parse_hyperparameters(None, {"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5, "lora_r": 4, "lora_target_modules": ["c_attn"]}}})
+    explicit = parse_hyperparameters(
+        None,
+        {
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {
+                    "n_epochs": 2,
+                    "batch_size": 4,
+                    "learning_rate_multiplier": 0.5,
+                    "lora_r": 4,
+                    "lora_target_modules": ["c_attn"],
+                }
+            },
+        },
+    )
     assert (explicit.n_epochs, explicit.batch_size, explicit.learning_rate_multiplier) == (2, 4, 0.5)
     resolved = resolve_hyperparameters(explicit, 100)
     assert resolved.lora_r == 4 and resolved.lora_target_modules == ("c_attn",)
@@ -93,7 +118,9 @@ def test_hyperparameters_auto_and_explicit() -> None:
 @pytest.mark.parametrize(("n", "batch"), [(1, 1), (10, 1), (60, 6), (300, 8), (5000, 8)])
 def test_auto_batch_size_scales_with_data(n: int, batch: int) -> None:
     resolved = resolve_hyperparameters(RequestedHyperparameters(), n)
-    assert resolved.batch_size == batch and resolved.n_epochs == 3 and resolved.learning_rate_multiplier == 1.0
+    assert (
+        resolved.batch_size == batch and resolved.n_epochs == 3 and resolved.learning_rate_multiplier == 1.0
+    )
 
 
 def test_explicit_batch_larger_than_data_is_capped() -> None:
@@ -119,8 +146,11 @@ def test_explicit_batch_larger_than_data_is_capped() -> None:
         (None, {"type": "dpo"}, "method.type"),
         (None, {"type": "supervised", "supervised": "x"}, "method.supervised"),
         ({"n_epochs": 1}, {"type": "supervised"}, "hyperparameters"),
-        (None, {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": -2}}},
-         "method.supervised.hyperparameters.n_epochs"),
+        (
+            None,
+            {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": -2}}},
+            "method.supervised.hyperparameters.n_epochs",
+        ),
     ],
 )
 def test_invalid_hyperparameters_name_the_parameter(hyper: object, method: object, param: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 
 from tuneops.errors import StoreError
-from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
@@ -17,12 +17,18 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     store.add_job({"id": "ftjob-2", "status": "running"}, {})
     store.add_event("ev-1", "ftjob-1", "first")
     store.add_event("ev-2", "ftjob-1", "second", type="metrics", data={"step": 1})
-    store.add_checkpoint(CheckpointRecord("ck-1", "ftjob-1", 2, 10, 1, "ft:m:o:s:1:ckpt-step-10", {"step": 10.0}, "p1"))
-    store.add_checkpoint(CheckpointRecord("ck-2", "ftjob-1", 3, 20, 2, "ft:m:o:s:1:ckpt-step-20", {"step": 20.0}, "p2"))
+    store.add_checkpoint(
+        CheckpointRecord("ck-1", "ftjob-1", 2, 10, 1, "ft:m:o:s:1:ckpt-step-10", {"step": 10.0}, "p1")
+    )
+    store.add_checkpoint(
+        CheckpointRecord("ck-2", "ftjob-1", 3, 20, 2, "ft:m:o:s:1:ckpt-step-20", {"step": 20.0}, "p2")
+    )
     store.close()
 
     again = ServiceStore(tmp_path / "service.db")
-    assert again.get_file("file-1") == FileRecord("file-1", 1, "train.jsonl", "fine-tune", 10, str(tmp_path / "f"))
+    assert again.get_file("file-1") == FileRecord(
+        "file-1", 1, "train.jsonl", "fine-tune", 10, str(tmp_path / "f")
+    )
     assert [j["id"] for j in again.list_jobs()] == ["ftjob-2", "ftjob-1"]  # newest first
     assert again.job_ids_with_status(["queued", "running"]) == ["ftjob-1", "ftjob-2"]  # oldest first
     assert [e["message"] for e in again.list_events("ftjob-1")] == ["second", "first"]
