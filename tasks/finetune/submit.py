@@ -37,6 +37,7 @@ from tuneops.spec import Spec
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRAINED_SPLITS = ("train", "validation")
+ESTIMATE_METADATA_KEY = "tuneops_estimated_training_tokens"
 
 
 def hyperparameters_for(spec: Spec) -> dict[str, Any]:
@@ -129,7 +130,8 @@ def submit_job(
     policy = policy or RetryPolicy()
     if "train" not in split_paths or dataset.split("train") is None:
         raise UsageError(f"dataset {dataset.ref} has no train split to fine-tune on")
-    enforce_budget(cost_of(spec, dataset), spec.finetune.max_training_tokens)
+    estimate = cost_of(spec, dataset)
+    enforce_budget(estimate, spec.finetune.max_training_tokens)
     key = job_key(spec, dataset, attempt)
 
     def find() -> list[FineTuneJob]:
@@ -168,6 +170,7 @@ def submit_job(
             "tuneops_model": spec.model.name[:512],
             "tuneops_dataset": dataset.ref[:512],
             "tuneops_attempt": str(attempt),
+            ESTIMATE_METADATA_KEY: str(estimate.training_tokens),
         },
     )
     return _create_once(provider, request, key, find, policy, sleep)

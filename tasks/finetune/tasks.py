@@ -14,13 +14,19 @@ from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.dataset import local_split_path
 from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
 from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_name
-from tuneops.tasks.finetune.submit import TRAINED_SPLITS, cost_of, submit_job
+from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 from tuneops.tasks.finetune.wait import follow_job
 
 from tuneops.errors import FineTuneFailedError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+
+
+def _estimated_tokens(job: FineTuneJob) -> int | None:
+    """The estimate ``submit_job`` stored in the job's metadata (survives crashes and re-runs)."""
+    raw = job.metadata.get(ESTIMATE_METADATA_KEY, "")
+    return int(raw) if raw.isdigit() else None
 
 
 def _provider(spec: Spec, settings: TuneopsSettings, provider: FineTuneProvider | None) -> FineTuneProvider:
@@ -63,20 +69,14 @@ def wait_for_job(
     estimate_from: DatasetVersion | None = None,
 ) -> FineTuneJob:
     """Plain-function form of ``wait_for_finetune``: follow, log to MLflow, deploy where needed."""
-    from tuneops.tasks.finetune.rules import estimate_cost
     from tuneops.tasks.finetune.tracking import FineTuneTracker
 
     chosen = _provider(spec, settings, provider)
     try:
         tracker = FineTuneTracker.open(settings, spec.model.name, run_id)
-        estimate = (
-            cost_of(spec, estimate_from)
-            if estimate_from is not None
-            else estimate_cost(
-                0, spec.finetune.hyperparameters.n_epochs, spec.finetune.price_per_million_training_tokens
-            )
-        )
-        tracker.log_start(job, estimate, dataset_ref or job.metadata.get("tuneops_dataset", ""))
+        estimated = cost_of(spec, estimate_from).training_tokens if estimate_from else _estimated_tokens(job)
+        price = spec.finetune.price_per_million_training_tokens
+        tracker.log_start(job, estimated, price, dataset_ref or job.metadata.get("tuneops_dataset", ""))
         try:
             done = follow_job(chosen, job, poll=poll, retry=retry, on_events=tracker.log_events)
         except FineTuneFailedError:

@@ -11,11 +11,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from tuneops.tasks.finetune.rules import CostEstimate, new_metric_events
+from tuneops.tasks.finetune.rules import new_metric_events
 from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
 from tuneops.errors import RegistryError
@@ -60,19 +59,18 @@ class FineTuneTracker:
             raise RegistryError(f"MLflow at {settings.tracking_uri}: {exc}") from exc
         return cls(client=client, run_id=run_id, last_step=max((m.step for m in history), default=0))
 
-    def log_start(self, job: FineTuneJob, estimate: CostEstimate, dataset_ref: str) -> None:
+    def log_start(
+        self, job: FineTuneJob, estimated_tokens: int | None, price: float, dataset_ref: str
+    ) -> None:
         """Job identity and the cost estimate, once per run (hyperparameters come at the end,
         when the provider has resolved its "auto" values)."""
-        params: dict[str, Any] = {}
-        params.update(
-            {
-                "provider": job.provider,
-                "base_model": job.model,
-                "job_id": job.id,
-                "dataset": dataset_ref,
-                "idempotency_key": job.metadata.get("tuneops_idempotency_key", ""),
-            }
-        )
+        params = {
+            "provider": job.provider,
+            "base_model": job.model,
+            "job_id": job.id,
+            "dataset": dataset_ref,
+            "idempotency_key": job.metadata.get("tuneops_idempotency_key", ""),
+        }
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, str(v)) for k, v in params.items() if k not in existing]
         tags = [
@@ -80,11 +78,13 @@ class FineTuneTracker:
             RunTag("tuneops.provider", job.provider),
             RunTag("tuneops.base_model", job.model),
         ]
-        now = _ms()
-        metrics = [
-            Metric("estimated_training_tokens", estimate.training_tokens, now, 0),
-            Metric("estimated_cost_usd", estimate.cost_usd, now, 0),
-        ]
+        metrics = []
+        if estimated_tokens is not None:
+            now = _ms()
+            metrics = [
+                Metric("estimated_training_tokens", estimated_tokens, now, 0),
+                Metric("estimated_cost_usd", estimated_tokens * price / 1_000_000, now, 0),
+            ]
         self.client.log_batch(self.run_id, metrics=metrics, params=fresh, tags=tags)
 
     def log_events(self, events: list[TrainingEvent]) -> None:

@@ -110,6 +110,8 @@ def test_resumed_wait_does_not_log_steps_twice(stub, make_spec, settings, datase
     client, run = _run(settings)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(steps) == [1, 2, 3]
+    # no dataset passed to the wait: the estimate comes from the job's own metadata
+    assert run.data.metrics["estimated_training_tokens"] == 2 * dataset.splits["train"].tokens
 
 
 def test_azure_job_is_deployed_and_the_deployment_is_what_inference_calls(
