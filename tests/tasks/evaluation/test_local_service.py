@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_base_vs_candidate_table_with_intervals_logged_to_mlflow(
-    local_service: ServiceProcess, eval_settings: TuneopsSettings, tmp_path: Path
+    local_service: ServiceProcess,  # noqa: F811 - the fixture imported above
+    eval_settings: TuneopsSettings,
+    tmp_path: Path,
 ) -> None:
     test_file = tmp_path / "claims-test.jsonl"
     test_file.write_bytes(as_jsonl(claims_chat_examples(8, seed=3)))
