@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 from tuneops.errors import ProviderAuthError, ProviderError, TransientProviderError, UsageError
 
@@ -70,7 +70,7 @@ def _conversation(value: Any) -> list[Message]:
     return messages
 
 
-class EndpointChatModel(mlflow.pyfunc.PythonModel):
+class EndpointChatModel(PythonModel):
     """Answers chat through an OpenAI-compatible endpoint named in ``model_config``.
 
     ``model_config`` keys: ``base_url``, ``model`` (the endpoint model id, e.g. ``ft:...``),

@@ -128,6 +128,12 @@ def _intent(row: sa.Row) -> PromotionIntent:
     )
 
 
+def _insert(conn: Connection, table: sa.Table, **values: object) -> int:
+    inserted = conn.execute(table.insert().values(**values)).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
 class Ledger:
     """Append-only access to the promotion ledger of one state database."""
 
@@ -182,19 +188,18 @@ class Ledger:
         intent_id: int | None = None,
     ) -> LedgerEntry:
         """Append one alias move inside ``conn`` (from :meth:`lock`) and return the stored row."""
-        values = {
-            "model": model,
-            "alias": move.alias,
-            "from_version": move.from_version,
-            "to_version": move.to_version,
-            "actor": actor,
-            "reason": reason,
-            "source": source,
-            "at": at or utcnow(),
-            "intent_id": intent_id,
-        }
-        new_id = conn.execute(ledger_table.insert().values(**values)).inserted_primary_key[0]
-        return LedgerEntry(id=new_id, **{**values, "at": _aware(values["at"])})
+        when = at or utcnow()
+        new_id = _insert(
+            conn,
+            ledger_table,
+            model=model, alias=move.alias, from_version=move.from_version, to_version=move.to_version,
+            actor=actor, reason=reason, source=source, at=when, intent_id=intent_id,
+        )  # fmt: skip
+        return LedgerEntry(
+            id=new_id, model=model, alias=move.alias, from_version=move.from_version,
+            to_version=move.to_version, actor=actor, reason=reason, source=source, at=_aware(when),
+            intent_id=intent_id,
+        )  # fmt: skip
 
     def record_intent(
         self,
@@ -208,17 +213,15 @@ class Ledger:
         source: str,
     ) -> PromotionIntent:
         """Write down a promotion before MLflow is touched (see the module docstring)."""
-        values = {
-            "model": model,
-            "alias": alias,
-            "to_version": to_version,
-            "actor": actor,
-            "reason": reason,
-            "source": source,
-            "at": utcnow(),
-        }
-        new_id = conn.execute(intent_table.insert().values(**values)).inserted_primary_key[0]
-        return PromotionIntent(id=new_id, **values)
+        when = utcnow()
+        new_id = _insert(
+            conn, intent_table, model=model, alias=alias, to_version=to_version, actor=actor, reason=reason,
+            source=source, at=when,
+        )  # fmt: skip
+        return PromotionIntent(
+            id=new_id, model=model, alias=alias, to_version=to_version, actor=actor, reason=reason,
+            source=source, at=when,
+        )  # fmt: skip
 
     def history(
         self, model: str, alias: str | None = None, conn: Connection | None = None

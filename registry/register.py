@@ -175,7 +175,7 @@ def _log_dataset(link: DatasetLink) -> None:
         warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
         source = resolve_dataset_source(link.uri)
     name = f"{link.dataset_name or 'dataset'}-{link.split}"
-    dataset = MetaDataset(source=source, name=name, digest=mlflow_digest(link.digest))
+    dataset = MetaDataset(source=source, name=name, digest=mlflow_digest(link.digest))  # type: ignore[abstract]
     input_tags = {TAG_SHA256: link.digest, "tuneops.split": link.split}
     if link.version_uri:
         input_tags["tuneops.version_uri"] = link.version_uri

@@ -34,7 +34,7 @@ from tuneops.errors import RegistryError
 
 WEBHOOK_PATH = "/mlflow-webhook"
 WEBHOOK_NAME = "tuneops-ledger"
-ALIAS_EVENTS = ("model_version_alias.created", "model_version_alias.deleted")
+ALIAS_EVENTS: list[Any] = ["model_version_alias.created", "model_version_alias.deleted"]
 REPLAY_WINDOW_SECONDS = 300
 WEBHOOK_ACTOR = "mlflow (webhook)"
 
@@ -140,6 +140,7 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}{WEBHOOK_PATH}"
 
     def handle(self, event: AliasEvent) -> None:
@@ -175,9 +176,7 @@ def install_webhook(store: RegistryStore, url: str, secret: str) -> str:
     with store.errors("installing the MLflow webhook"):
         for hook in store.client.list_webhooks():
             if hook.name == WEBHOOK_NAME:
-                store.client.update_webhook(
-                    hook.webhook_id, url=url, secret=secret, events=list(ALIAS_EVENTS)
-                )
+                store.client.update_webhook(hook.webhook_id, url=url, secret=secret, events=ALIAS_EVENTS)
                 return str(hook.webhook_id)
-        created = store.client.create_webhook(WEBHOOK_NAME, url, events=list(ALIAS_EVENTS), secret=secret)
+        created = store.client.create_webhook(WEBHOOK_NAME, url, events=ALIAS_EVENTS, secret=secret)
         return str(created.webhook_id)
