@@ -122,3 +122,29 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
 
     assert client.files.delete(valid.id).deleted
     assert client.files.content(train.id).content == as_jsonl(train_rows)
+
+
+def test_one_job_at_a_time_and_cancel_stops_a_running_job(local_service: ServiceProcess) -> None:
+    client = OpenAI(base_url=local_service.base_url, api_key="unused", max_retries=0)
+    train = client.files.create(
+        file=("t.jsonl", as_jsonl(claims_chat_examples(40, seed=5))), purpose="fine-tune"
+    )
+    long_job = client.fine_tuning.jobs.create(
+        model="tuneops-tiny", training_file=train.id, hyperparameters={"n_epochs": 20, "batch_size": 1}
+    )
+    short_job = client.fine_tuning.jobs.create(
+        model="tuneops-tiny", training_file=train.id, hyperparameters={"n_epochs": 1, "batch_size": 8}
+    )
+    deadline = time.monotonic() + 120
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(long_job.id, limit=5)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.fine_tuning.jobs.retrieve(long_job.id).status == "running"
+    assert client.fine_tuning.jobs.retrieve(short_job.id).status == "queued"  # waits its turn
+
+    cancelled = client.fine_tuning.jobs.cancel(long_job.id)
+    assert cancelled.status == "cancelled"
+    assert wait_for(client, short_job.id).status == "succeeded"  # the worker moved on
+    final = client.fine_tuning.jobs.retrieve(long_job.id)
+    assert final.status == "cancelled" and final.fine_tuned_model is None
+    assert final.fine_tuned_model not in [m.id for m in client.models.list()]
