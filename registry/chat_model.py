@@ -73,7 +73,8 @@ def _conversation(value: Any) -> list[Message]:
 class EndpointChatModel(PythonModel):
     """Answers chat through an OpenAI-compatible endpoint named in ``model_config``.
 
-    ``model_config`` keys: ``base_url``, ``model`` (the endpoint model id, e.g. ``ft:...``),
+    ``model_config`` keys: ``base_url``, ``model`` (the endpoint model id, e.g. ``ft:...``, or the
+    Azure deployment), ``api_version`` (set for Azure OpenAI only),
     ``api_key_env`` (name of the key's environment variable, optional for keyless local
     endpoints), ``max_tokens``, ``temperature``, ``timeout``, ``max_retries``.
     """
@@ -94,12 +95,19 @@ class EndpointChatModel(PythonModel):
                     f"the model's endpoint needs a key in ${env}, which is not set",
                     hint=f"export {env}=... before loading the model",
                 )
-            self._client = openai.OpenAI(
-                base_url=self._config["base_url"],
-                api_key=key or PLACEHOLDER_KEY,
-                timeout=float(self._config.get("timeout", 120)),
-                max_retries=int(self._config.get("max_retries", 2)),
-            )
+            options = {
+                "api_key": key or PLACEHOLDER_KEY,
+                "timeout": float(self._config.get("timeout", 120)),
+                "max_retries": int(self._config.get("max_retries", 2)),
+            }
+            if self._config.get("api_version"):  # Azure OpenAI: model is the deployment name
+                self._client = openai.AzureOpenAI(
+                    azure_endpoint=self._config["base_url"],
+                    api_version=self._config["api_version"],
+                    **options,
+                )
+            else:
+                self._client = openai.OpenAI(base_url=self._config["base_url"], **options)
         return self._client
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow turns hints into a schema

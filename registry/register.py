@@ -62,6 +62,7 @@ def model_config(request: RegistrationRequest) -> dict[str, Any]:
         "base_url": request.endpoint_base_url,
         "model": request.endpoint_model,
         "api_key_env": request.api_key_env,
+        "api_version": request.api_version,
         "max_tokens": 256,
         "temperature": 0.0,
     }

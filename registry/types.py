@@ -36,7 +36,8 @@ class RegistrationRequest:
 
     The flow maps the data, fine-tune and evaluation stage results into this. ``api_key_env`` is
     the *name* of the environment variable holding the endpoint's key; the key itself is never
-    stored anywhere by the registry.
+    stored anywhere by the registry. ``api_version`` is set for Azure OpenAI (then
+    ``endpoint_base_url`` is the Azure endpoint and ``endpoint_model`` the deployment name).
     """
 
     model_name: str
@@ -46,6 +47,7 @@ class RegistrationRequest:
     endpoint_model: str
     job_id: str
     api_key_env: str | None = None
+    api_version: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     trained_tokens: int | None = None
     estimated_cost: float | None = None

@@ -29,6 +29,7 @@ class ChatStub:
     base_url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -41,8 +42,9 @@ def chat_stub() -> Iterator[ChatStub]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             stub.requests.append(body)
-            stub.auth_headers.append(self.headers.get("Authorization", ""))
-            if self.path != "/v1/chat/completions":
+            stub.auth_headers.append(self.headers.get("Authorization") or self.headers.get("api-key") or "")
+            stub.paths.append(self.path)
+            if not self.path.split("?")[0].endswith("/chat/completions"):
                 self.send_error(404)
                 return
             last = body["messages"][-1]["content"]

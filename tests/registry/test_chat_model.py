@@ -68,3 +68,16 @@ def test_params_override_generation_options(chat_stub: Any) -> None:
     ]
     sent = chat_stub.requests[-1]
     assert (sent["max_tokens"], sent["temperature"], sent["model"]) == (3, 0.5, "ft:x")
+
+
+def test_azure_endpoints_use_the_azure_client(chat_stub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNEOPS_TEST_AZURE_KEY", "azure-key-1")
+    root = chat_stub.base_url.removesuffix("/v1")
+    model = loaded({"base_url": root, "model": "my-deployment", "api_version": "2025-04-01-preview",
+                    "api_key_env": "TUNEOPS_TEST_AZURE_KEY"})  # fmt: skip
+    assert model.predict(None, "hi") == ["my-deployment: hi"]
+    assert (
+        chat_stub.paths[-1]
+        == "/openai/deployments/my-deployment/chat/completions?api-version=2025-04-01-preview"
+    )
+    assert chat_stub.auth_headers[-1] == "azure-key-1"
