@@ -94,3 +94,27 @@ def test_judge_metrics_without_a_judge_are_skipped(tmp_path: Path) -> None:
 def test_an_unknown_metric_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown metric 'bluer'"):
         score_answers(EXAMPLES, [GOOD], metrics=["bluer"], nltk_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_llm_judges_run_against_any_openai_compatible_endpoint(tmp_path: Path) -> None:
+    """The judge is the chat stub: it scores 5 when the judged answer is the reference, else 1."""
+    import json
+
+    from tuneops.tasks.evaluation.score import JudgeEndpoint
+
+    from tuneops.testing.chat_stub import StubConfig, running_chat_stub
+
+    def judge(model: str, messages: list[dict[str, object]]) -> str:
+        prompt = json.dumps(messages)
+        right = any(ex.reference in prompt for ex in EXAMPLES)
+        return json.dumps({"reason": "checked", "score": 5 if right else 1, "status": "completed"})
+
+    endpoint_metrics = ("relevance", "coherence", "fluency", "groundedness")
+    with running_chat_stub(StubConfig(answer=judge, api_key="sk-judge")) as stub:
+        endpoint = JudgeEndpoint(stub.base_url, "judge-1", "sk-judge", endpoint_metrics)
+        rows = score_answers(EXAMPLES, [GOOD, BAD], metrics=["f1"], nltk_dir=tmp_path, judge=endpoint)
+        assert stub.stats.models["judge-1"] == 2 * len(EXAMPLES) * len(endpoint_metrics)
+    assert rows.metrics == ("f1", *endpoint_metrics)
+    assert rows.for_model("candidate")["relevance"] == [5.0, 5.0, 5.0]
+    assert rows.for_model("base")["relevance"] == [1.0, 1.0, 1.0]
