@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -39,6 +41,17 @@ def load_project(spec_path: Path) -> Project:
     """Load ``spec_path`` and the settings of the folder it is in."""
     spec, directory = load_spec(spec_path)
     return Project(spec=spec, directory=directory, settings=TuneopsSettings.load(directory))
+
+
+def use_project_prefect_home(settings: TuneopsSettings) -> None:
+    """Keep Prefect's ephemeral server database under ``<project>/.tuneops/prefect``.
+
+    Only when the user points Prefect nowhere else (no ``PREFECT_API_URL``/``PREFECT_HOME``),
+    and only before Prefect is first imported: its settings are read at import.
+    """
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_HOME") or "prefect" in sys.modules:
+        return
+    os.environ["PREFECT_HOME"] = str(settings.state_home / "prefect")
 
 
 def settings_for(spec_path: Path) -> TuneopsSettings:

@@ -1,9 +1,94 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""``tuneops run``: the whole retrain flow on the spec, with a summary of what happened.
+
+On the embedded default it starts the local tuning service for the duration of the run when
+nothing answers at the spec's address, keeps Prefect's ephemeral server state under the
+project's ``.tuneops/``, and ends with where to look: MLflow UI and Prefect UI commands.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project, use_project_prefect_home
+
+if TYPE_CHECKING:
+    from tuneops.tasks.retrain import RetrainOutcome
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    """Add ``tuneops run``."""
+    app.command("run")(run)
+
+
+def run(
+    spec: SpecOption = DEFAULT_SPEC,
+    reason: Annotated[str, typer.Option(help="Why this run happens; recorded with the evaluation.")] = "manual",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Draw progress bars.")] = True,
+) -> None:
+    """Run the whole pipeline: version data → fine-tune → evaluate vs base (+champion) → gate → register.
+
+    Re-running with unchanged data and spec trains nothing and registers nothing new; a run
+    killed at any point picks up where it stopped.
+    """
+    project = load_project(spec)
+    use_project_prefect_home(project.settings)
+    started = time.monotonic()
+    with _provider_running(project):
+        from tuneops.flows.retrain import retrain
+
+        outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
+    _print_summary(project, outcome, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _provider_running(project: Project):  # type: ignore[no-untyped-def]
+    """The local tuning service for the run's duration when the spec uses it and none answers."""
+    provider = project.spec.provider
+    if provider.kind != "local":
+        yield
+        return
+    from tuneops.serving.local.launcher import answers_openai, running_service
+
+    if not answers_openai(provider.base_url):
+        console.print(f"[dim]starting the local tuning service at {provider.base_url} for this run[/dim]")
+    with running_service(project.settings, provider.base_url):
+        yield
+
+
+def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) -> None:
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    settings = project.settings
+    version = outcome.registered
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("dataset", f"{outcome.dataset.ref}" + (" (new version)" if outcome.dataset.created else ""))
+    table.add_row("fine-tune", f"{outcome.job.id} on {outcome.job.model} → {outcome.job.endpoint_model}")
+    if outcome.job.trained_tokens:
+        table.add_row("trained tokens", f"{outcome.job.trained_tokens:,}")
+    gate = "[green]passed[/green]" if outcome.gate_passed else "[red]failed[/red]"
+    table.add_row("gate", gate)
+    registered = "registered now" if version.created else "already registered"
+    table.add_row("registry", f"{version.model_name} version {version.version} ({registered})")
+    if outcome.challenger_set:
+        table.add_row("alias", f"challenger → version {version.version}")
+    table.add_row("took", f"{seconds:.0f} s")
+    console.rule("tuneops run")
+    console.print(table)
+    if outcome.evaluation is not None:
+        console.print(Markdown(outcome.evaluation.markdown))
+    for reason in outcome.gate_reasons:
+        console.print(f"  • {reason}", soft_wrap=True)
+    for note in outcome.notes:
+        console.print(f"[dim]{note}[/dim]")
+    home = settings.state_home
+    console.print()
+    console.print("Where to look:")
+    console.print(f"  MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}", soft_wrap=True)
+    console.print(f"  Prefect UI: PREFECT_HOME={home / 'prefect'} prefect server start", soft_wrap=True)
+    console.print(f"  Lineage:    tuneops lineage {version.model_name}/{version.version}", soft_wrap=True)

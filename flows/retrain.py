@@ -1,0 +1,98 @@
+"""The ``retrain`` flow: the whole loop a user runs with ``tuneops run``.
+
+version data → fine-tune → evaluate vs base (+ champion) → gate → register → set ``challenger``
+
+Every step is safe to repeat: versioning is content-addressed, the fine-tune is found by its
+idempotency key, its MLflow run by its job id, and a job that is already a registered version is
+neither evaluated nor registered again. So killing the flow anywhere and re-running it finishes
+the same work without duplicates, and re-running on unchanged data and spec trains nothing new.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from tuneops.registry.tasks import register_model_task, set_challenger_task
+from tuneops.tasks.data.tasks import version_dataset
+from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
+from tuneops.tasks.finetune.submit import cost_of
+from tuneops.tasks.finetune.tasks import inference_target, submit_finetune, wait_for_finetune
+from tuneops.tasks.retrain import (
+    RetrainOutcome,
+    choose_contenders,
+    current_user,
+    find_registered_version,
+    open_finetune_run,
+    registration_request,
+    test_split_paths,
+)
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import load_spec
+
+
+@flow(name="retrain", validate_parameters=True)
+def retrain(
+    spec_path: str = "tuneops.yaml",
+    reason: str = "manual",
+    poll_interval: float = 2.0,
+    show_progress: bool = False,
+) -> RetrainOutcome:
+    """Fine-tune the spec's model on its current data and register it if it beats the base.
+
+    Args:
+        spec_path: the project's ``tuneops.yaml``; settings come from its folder and environment.
+        reason: why this run happens (``manual``, ``schedule``, ``drift: ...``), recorded in MLflow.
+        poll_interval: seconds between the first fine-tune status polls (backs off to 30 s).
+        show_progress: draw progress bars (the CLI does; deployments do not).
+    """
+    log = get_run_logger()
+    spec, project_dir = load_spec(Path(spec_path))
+    settings = TuneopsSettings.load(project_dir)
+
+    dataset = version_dataset(spec, settings)
+    job = submit_finetune(spec, settings, dataset)
+    finetune_run_id = open_finetune_run(spec, settings, job, dataset)
+    job = wait_for_finetune(spec, settings, job, run_id=finetune_run_id, poll_interval=poll_interval, dataset=dataset)
+
+    already = find_registered_version(spec, settings, job)
+    if already is not None:
+        log.info("job %s is already registered as version %s: nothing new to do", job.id, already.version)
+        return RetrainOutcome(
+            dataset=dataset, job=job, finetune_run_id=finetune_run_id, registered=already, evaluation=None,
+            gate_passed=already.gate == "passed", gate_reasons=(), challenger_set="challenger" in already.aliases,
+            tracking_uri=settings.tracking_uri or "", notes=(f"{job.id} was registered by an earlier run",),
+        )  # fmt: skip
+
+    target = inference_target(spec, settings, job)
+    contenders = choose_contenders(spec, settings, target)
+    test_split, train_split = test_split_paths(dataset, settings)
+    flow_run_id = str(flow_run.get_id() or "")
+    evaluation = evaluate_candidate_task(
+        spec, settings, test_split, contenders.candidate, contenders.base, contenders.champion,
+        dataset.digest, train_split, extra_tags={"tuneops.flow_run_id": flow_run_id, "tuneops.job_id": job.id,
+                                                 "tuneops.reason": reason},
+        show_progress=show_progress,
+    )  # fmt: skip
+
+    request = registration_request(
+        spec, dataset, job, target, evaluation, finetune_run_id=finetune_run_id, flow_run_id=flow_run_id,
+        estimated_cost=cost_of(spec, dataset).cost_usd,
+    )  # fmt: skip
+    registered = register_model_task(request, settings.tracking_uri or "", settings.artifact_root)
+    challenger_set = False
+    if evaluation.passed:
+        set_challenger_task(
+            spec.model.name, registered.version, tracking_uri=settings.tracking_uri or "",
+            state_db_url=settings.state_db_url or "", reason=f"gate passed ({reason})", actor=current_user(),
+        )  # fmt: skip
+        challenger_set = True
+    else:
+        log.warning("gate failed for %s: %s", target.model, evaluation.decision.summary())
+    return RetrainOutcome(
+        dataset=dataset, job=job, finetune_run_id=finetune_run_id, registered=registered, evaluation=evaluation,
+        gate_passed=evaluation.passed, gate_reasons=tuple(evaluation.decision.reasons),
+        challenger_set=challenger_set, tracking_uri=settings.tracking_uri or "",
+    )  # fmt: skip
