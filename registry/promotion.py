@@ -43,12 +43,14 @@ def reconcile(
 ) -> list[LedgerEntry]:
     """Append ledger rows for alias moves MLflow shows but the ledger lacks; return them.
 
-    Safe to run concurrently: the ledger is re-read under the per-model lock, so two
-    reconcilers never record the same move twice.
+    Safe to run concurrently: MLflow and the ledger are both read under the per-model lock, so
+    two reconcilers never record the same move twice nor a stale state as a move.
     """
-    observed = store.aliases(model)
     appended: list[LedgerEntry] = []
     with ledger.lock(model) as conn:
+        # Observe MLflow while holding the lock: an observation taken before it could be older than
+        # a ledger row another process appends meanwhile, and would "undo" that move on paper.
+        observed = store.aliases(model)
         entries = ledger.history(model, conn=conn)
         moves = diff_aliases(observed, last_known(entries))
         if not moves:
