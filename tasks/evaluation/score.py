@@ -225,13 +225,34 @@ def _as_float(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+# Loggers of azure-ai-evaluation's batch engine: a progress line per row and a warning per custom
+# evaluator ("Aggregated metrics ... not a dictionary"); our own progress and summary replace them.
+_CHATTY_LOGGERS = ("run", "azure.ai.evaluation")
+
+
+@contextlib.contextmanager
+def _quiet_loggers(names: Sequence[str]) -> Iterator[None]:
+    # The batch engine's progress logger is not in logging's registry: it is a module attribute.
+    from azure.ai.evaluation._legacy._common._logging import bulk_logger
+
+    loggers = [logging.getLogger(name) for name in names] + [bulk_logger]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _run_evaluate(data: Path, evaluators: dict[str, Callable[..., Any]]) -> dict[str, Any]:
     from azure.ai.evaluation import evaluate
     from azure.ai.evaluation._exceptions import EvaluationException
 
     chatter = io.StringIO()  # evaluate() prints a run summary per evaluator to stdout
     try:
-        with contextlib.redirect_stdout(chatter):
+        with contextlib.redirect_stdout(chatter), _quiet_loggers(_CHATTY_LOGGERS):
             result = evaluate(data=str(data), evaluators=evaluators, fail_on_evaluator_errors=False)
     except EvaluationException as exc:
         raise ProviderError(f"scoring failed: {exc}") from exc
