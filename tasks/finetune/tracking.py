@@ -31,7 +31,8 @@ class FineTuneTracker:
 
     client: MlflowClient
     run_id: str
-    last_step: int = 0
+    last_step: int = -1
+    """Highest step already logged; -1 so a provider's step-0 (base model) validation loss is kept."""
 
     @classmethod
     def open(cls, settings: TuneopsSettings, experiment: str, run_id: str | None = None) -> FineTuneTracker:
@@ -54,10 +55,13 @@ class FineTuneTracker:
                     )
                 )
                 run_id = client.create_run(experiment_id, run_name="finetune").info.run_id
-            history = client.get_metric_history(run_id, "train_loss")
+            history = [
+                *client.get_metric_history(run_id, "train_loss"),
+                *client.get_metric_history(run_id, "valid_loss"),
+            ]
         except Exception as exc:  # MLflow raises many types; all mean the store is unusable
             raise RegistryError(f"MLflow at {settings.tracking_uri}: {exc}") from exc
-        return cls(client=client, run_id=run_id, last_step=max((m.step for m in history), default=0))
+        return cls(client=client, run_id=run_id, last_step=max((m.step for m in history), default=-1))
 
     def log_start(
         self, job: FineTuneJob, estimated_tokens: int | None, price: float, dataset_ref: str

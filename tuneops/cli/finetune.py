@@ -38,8 +38,9 @@ class _LiveStatus:
         if steps:
             last = steps[-1]
             update["completed"] = last.step
-            if last.total_steps:
-                update["total"] = last.total_steps
+            totals = [e.total_steps for e in steps if e.total_steps]
+            if totals:
+                update["total"] = max(totals)
             if last.train_loss is not None:
                 update["description"] = f"{job.status}  loss {last.train_loss:.4f}"
         self.progress.update(self.task_id, **update)  # type: ignore[arg-type]
