@@ -112,7 +112,9 @@ def finetune_command(
         token = progress_listener.set(_LiveStatus(progress))
         try:
             job = finetune(
-                spec_path=str(Path(spec).resolve()), dataset_ref=dataset, attempt=attempt,
+                spec_path=str(Path(spec).resolve()),
+                dataset_ref=dataset,
+                attempt=attempt,
                 poll_interval=poll_interval,
             )
         finally:
