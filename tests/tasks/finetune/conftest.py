@@ -29,8 +29,14 @@ def stub() -> Iterator[OpenAIStubServer]:
 def write_chat_jsonl(path: Path, rows: int = 20) -> Path:
     """A small valid chat fine-tuning file."""
     lines = [
-        json.dumps({"messages": [{"role": "user", "content": f"What is ticket {i} about?"},
-                                 {"role": "assistant", "content": f"Ticket {i} is about billing."}]})
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is ticket {i} about?"},
+                    {"role": "assistant", "content": f"Ticket {i} is about billing."},
+                ]
+            }
+        )
         for i in range(rows)
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
