@@ -87,6 +87,11 @@ _PERLUNIPROPS: dict[str, Callable[[str], bool]] = {
 }
 
 
+def nltk_data_dir(state_home: Path) -> Path:
+    """Where a project keeps its NLTK data: ``<home>/nltk_data`` (``tuneops setup`` fills it)."""
+    return Path(state_home) / "nltk_data"
+
+
 def available_resources(target_dir: Path) -> set[str]:
     """Which of the NLTK resources are present under ``target_dir``."""
     return {name for name, rel in RESOURCES.items() if (Path(target_dir) / rel).is_file()}

@@ -8,6 +8,7 @@ gate). A failed gate is returned in the result; only an evaluation that could no
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
+from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
 from tuneops.tasks.evaluation.report import log_evaluation_run
 from tuneops.tasks.evaluation.rules import PromotionDecision, decide_promotion
 from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, score_answers
@@ -188,7 +190,7 @@ def evaluate_candidate(
         )
         for model in models
     ]
-    return _score_and_decide(spec, settings, examples, answers, digest, str(test_split),
+    return _score_and_decide(spec, settings, examples, answers, digest, Path(test_split),
                              log_to_mlflow=log_to_mlflow, extra_tags=extra_tags)  # fmt: skip
 
 
@@ -198,7 +200,7 @@ def _score_and_decide(
     examples: Sequence[TestExample],
     answers: Sequence[ModelAnswers],
     digest: str,
-    source: str,
+    test_split: Path,
     *,
     log_to_mlflow: bool,
     extra_tags: dict[str, str] | None,
@@ -213,7 +215,7 @@ def _score_and_decide(
     metrics = list(config.metrics)
     if judge is not None:
         metrics += [m for m in judge.evaluators if m not in metrics and m in JUDGE_METRICS]
-    rows = score_answers(examples, answers, metrics=metrics, nltk_dir=settings.state_home / "nltk_data",
+    rows = score_answers(examples, answers, metrics=metrics, nltk_dir=nltk_data_dir(settings.state_home),
                          format_evaluator=format_evaluator, judge=judge)  # fmt: skip
     boot = {
         "resamples": config.bootstrap_resamples,
@@ -250,6 +252,8 @@ def _score_and_decide(
             experiment_name=spec.model.name, examples=examples, answers=answers, scores=rows.scores,
             summaries=ordered, comparisons=comparisons, decision=decision,
             settings=GenerationSettings(config.max_tokens, config.temperature, spec.finetune.seed),
-            dataset_digest=digest, dataset_source=source, markdown=markdown, extra_tags=extra_tags,
+            dataset_digest=digest, dataset_name=spec.dataset_name, split_uri=test_split.resolve().as_uri(),
+            split_sha256=hashlib.sha256(test_split.read_bytes()).hexdigest(), markdown=markdown,
+            extra_tags=extra_tags,
         )  # fmt: skip
     return EvaluationResult(summaries, comparisons, decision, digest, markdown, run_id, dict(rows.skipped))

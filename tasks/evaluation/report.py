@@ -82,7 +82,9 @@ def comparison_figure(summaries: Sequence[ModelSummary]) -> Any:
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(summaries))
     for k, s in enumerate(summaries):
-        xs, heights, errs = [], [], [[], []]
+        xs: list[float] = []
+        heights: list[float] = []
+        errs: list[list[float]] = [[], []]
         for j, metric in enumerate(metrics):
             interval = s.metrics.get(metric)
             if interval is None:
@@ -113,18 +115,24 @@ def log_evaluation_run(
     decision: PromotionDecision,
     settings: GenerationSettings,
     dataset_digest: str,
-    dataset_source: str,
+    dataset_name: str,
+    split_uri: str,
+    split_sha256: str,
     markdown: str,
     extra_tags: dict[str, str] | None = None,
 ) -> str:
     """Create the evaluation run and log everything to it; returns the run id.
 
+    The test split is logged as a run input the way the data stage logs its splits (name, source
+    URI, digest = the split's sha256 cut to MLflow's 36 characters, context ``test``), so
+    ``search_runs("dataset.digest = ...")`` finds evaluations as well as fine-tunes.
+
     Raises:
         StoreError: MLflow could not be written to.
     """
     from mlflow import MlflowClient
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
@@ -157,13 +165,17 @@ def log_evaluation_run(
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         for start in range(0, len(metrics), _METRICS_PER_CALL):
             client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
-        dataset = MetaDataset(
-            source=LocalArtifactDatasetSource(dataset_source), name="test", digest=dataset_digest[:36]
+        dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own class, profile is optional
+            source=resolve_dataset_source(split_uri), name=dataset_name, digest=split_sha256[:36]
         )
-        client.log_inputs(
-            run_id,
-            datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", "test")])],
-        )
+        input_tags = {
+            "mlflow.data.context": "test",
+            "tuneops.sha256": split_sha256,
+            "tuneops.version_digest": dataset_digest,
+            "tuneops.rows": str(len(examples)),
+        }
+        inputs = [InputTag(key=k, value=v) for k, v in input_tags.items()]
+        client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), inputs)])
         client.log_table(run_id, _row_table(examples, answers, scores), "evaluation/rows.json")
         client.log_figure(run_id, comparison_figure(summaries), "evaluation/comparison.png")
         client.log_dict(run_id, decision.to_dict(), "evaluation/decision.json")

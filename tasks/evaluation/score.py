@@ -246,7 +246,7 @@ def _quiet_loggers(names: Sequence[str]) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _run_evaluate(data: Path, evaluators: dict[str, Callable[..., Any]]) -> dict[str, Any]:
+def _run_evaluate(data: Path, evaluators: dict[str, Any]) -> dict[str, Any]:
     from azure.ai.evaluation import evaluate
     from azure.ai.evaluation._exceptions import EvaluationException
 

@@ -52,6 +52,7 @@ class StubConfig:
         latency_s: fixed delay before every response.
         share_429: share of requests answered 429 with ``Retry-After: retry_after_s``.
         share_500: share of requests answered 500.
+        retry_after_on_500: send ``Retry-After`` with 500 responses too (as some gateways do).
         always_fail: requests for which this returns True always get a 500.
         models: ids listed by ``/v1/models`` (any id is accepted by chat completions).
         seed: seeds the fault injection, so a run is reproducible.
@@ -63,6 +64,7 @@ class StubConfig:
     share_429: float = 0.0
     share_500: float = 0.0
     retry_after_s: float = 0.01
+    retry_after_on_500: bool = False
     always_fail: Callable[[str, Messages], bool] | None = None
     models: Sequence[str] = ("stub-model",)
     seed: int = 0
@@ -156,7 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == 500:
             self.server.stats.record(500, model)
-            self._send(500, _error_body(500, "The server had an error", "server_error", None))
+            headers = {"Retry-After": f"{config.retry_after_s:g}"} if config.retry_after_on_500 else None
+            self._send(500, _error_body(500, "The server had an error", "server_error", None), headers)
             return
         text = config.answer(model, messages)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)

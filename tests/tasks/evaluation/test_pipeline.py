@@ -7,6 +7,7 @@ the latency ceiling; plus fault injection.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from urllib.parse import urlparse
@@ -81,7 +82,10 @@ def test_pass_is_logged_to_one_mlflow_run(
     assert run_.data.metrics["candidate_minus_base.f1.ci_low"] > 0
     assert run_.data.metrics["gate.passed"] == 1.0
     assert run_.data.params["candidate.model"] == "ft-good" and run_.data.params["base.model"] == "base"
-    assert run_.inputs.dataset_inputs[0].dataset.digest == "a" * 36
+    [logged_input] = run_.inputs.dataset_inputs
+    sha256 = hashlib.sha256(test_file.read_bytes()).hexdigest()
+    assert logged_input.dataset.digest == sha256[:36] and logged_input.dataset.name == "capitals"
+    assert {t.key: t.value for t in logged_input.tags}["tuneops.version_digest"] == "a" * 64
     artifacts = {a.path for a in client.list_artifacts(run_.info.run_id, "evaluation")}
     assert artifacts == {"evaluation/rows.json", "evaluation/comparison.png", "evaluation/decision.json",
                          "evaluation/summary.md"}  # fmt: skip
@@ -161,7 +165,9 @@ def test_rows_that_cannot_be_answered_fail_the_evaluation_naming_how_many(
     def base_fails_on_malta(model: str, messages: list[dict[str, object]]) -> bool:
         return model == "base" and "Malta" in str(messages[-1]["content"])
 
-    config = StubConfig(answer=stub_answer, api_key=STUB_KEY, always_fail=base_fails_on_malta)
+    config = StubConfig(
+        answer=stub_answer, api_key=STUB_KEY, always_fail=base_fails_on_malta, retry_after_on_500=True
+    )
     with (
         running_chat_stub(config) as stub,
         pytest.raises(ProviderError, match=r"base \(base\): 1 of 30 rows could not be answered"),
