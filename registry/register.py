@@ -150,16 +150,19 @@ def _log_registration_run(
         with store.fluent(), mlflow.start_run(run_id=run_id):
             for link in request.datasets:
                 _log_dataset(link)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("chat_model_code.py")),
-                model_config=model_config(request),
-                pip_requirements=[
-                    f"mlflow=={mlflow.__version__}",
-                    f"openai=={openai.__version__}",
-                    "tuneops",
-                ],
-            )
+            with warnings.catch_warnings():
+                # predict() is untyped on purpose: MLflow would turn hints into a rigid schema.
+                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(Path(__file__).with_name("chat_model_code.py")),
+                    model_config=model_config(request),
+                    pip_requirements=[
+                        f"mlflow=={mlflow.__version__}",
+                        f"openai=={openai.__version__}",
+                        "tuneops",
+                    ],
+                )
         client.log_batch(
             run_id, tags=[RunTag(TAG_MODEL_URI, info.model_uri), RunTag(TAG_MODEL_ID, info.model_id or "")]
         )
@@ -169,12 +172,10 @@ def _log_registration_run(
 def _log_dataset(link: DatasetLink) -> None:
     """Log one split as a run input: digest = its sha256 (cut to MLflow's 36), source = store URI."""
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from tuneops.tasks.data.tracking import dataset_source
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways"
-        source = resolve_dataset_source(link.uri)
+    source = dataset_source(link.uri)
     name = f"{link.dataset_name or 'dataset'}-{link.split}"
     dataset = MetaDataset(source=source, name=name, digest=mlflow_digest(link.digest))  # type: ignore[abstract]
     input_tags = {TAG_SHA256: link.digest, "tuneops.split": link.split}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion
 
@@ -24,6 +26,19 @@ def mlflow_digest(sha256: str) -> str:
     return sha256[:MLFLOW_DIGEST_LENGTH]
 
 
+def dataset_source(uri: str) -> Any:
+    """MLflow's dataset source for a store URI.
+
+    A ``file://`` URI matches two of MLflow's source types equally well and MLflow warns about it
+    on every call; the choice it makes is the right one, so the warning is only noise here.
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return resolve_dataset_source(uri)
+
+
 def log_dataset_inputs(version: DatasetVersion, run_id: str | None = None) -> None:
     """Log every split of ``version`` as an input of ``run_id`` (default: the active run).
 
@@ -35,7 +50,6 @@ def log_dataset_inputs(version: DatasetVersion, run_id: str | None = None) -> No
         RegistryError: there is no run to log to, or MLflow refused the inputs.
     """
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.exceptions import MlflowException
@@ -52,7 +66,7 @@ def log_dataset_inputs(version: DatasetVersion, run_id: str | None = None) -> No
         if split is None:
             continue
         dataset = MetaDataset(
-            source=resolve_dataset_source(split.uri),
+            source=dataset_source(split.uri),
             name=version.name,
             digest=mlflow_digest(split.sha256),
         )
