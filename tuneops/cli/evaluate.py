@@ -35,7 +35,7 @@ def eval_command(
     ] = None,
     champion: Annotated[
         str | None,
-        typer.Option("--champion", help="The current champion's model id, to check the candidate does not lose."),
+        typer.Option("--champion", help="The champion's model id; the candidate must not lose to it."),
     ] = None,
 ) -> None:
     """Evaluate a fine-tuned model against the base model (and champion) and apply the quality gates."""
