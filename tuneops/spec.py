@@ -178,8 +178,19 @@ class JudgeConfig(_Section):
     ]
 
 
+class PriceConfig(_Section):
+    """Inference prices of one evaluated model, in USD per million tokens (for cost per request)."""
+
+    input_per_million_tokens: Annotated[float, Field(ge=0)] = 0.0
+    output_per_million_tokens: Annotated[float, Field(ge=0)] = 0.0
+
+
 class EvaluationConfig(_Section):
-    """How the fine-tune is compared with the base model (and champion) and when it ships."""
+    """How the fine-tune is compared with the base model (and champion) and when it ships.
+
+    ``prices`` is keyed by model label (``candidate``, ``base``, ``few-shot``, ``champion``); a cost
+    ceiling needs the candidate's price, or the cost counts as missing and the gate fails.
+    """
 
     metrics: list[str] = ["f1", "rouge", "format"]
     gates: list[GateConfig] = []
@@ -195,6 +206,7 @@ class EvaluationConfig(_Section):
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 1000
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     max_rows: Annotated[int, Field(gt=0)] | None = None
+    prices: dict[Literal["candidate", "base", "few-shot", "champion"], PriceConfig] = {}
 
 
 class RolloutConfig(_Section):
