@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +174,7 @@ async def _answer_one(
         usage = completion.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0
-        cost = (
-            prompt_tokens * model.price_per_1m_input_tokens
-            + completion_tokens * model.price_per_1m_output_tokens
-        ) / 1e6
+        cost = model.cost_usd(prompt_tokens, completion_tokens)
         if text is None:
             return Answer(example.index, None, latency_ms, prompt_tokens, completion_tokens, cost,
                           attempt, "the endpoint returned no message content")  # fmt: skip
@@ -218,7 +215,15 @@ async def generate_answers_async(
     )
     cached = _load_cache(path) if path else {}
     todo = [ex for ex in examples if ex.index not in cached]
-    results: dict[int, Answer] = {ex.index: cached[ex.index] for ex in examples if ex.index in cached}
+    # Prices are not part of the cache key (they do not change answers): re-price cached rows.
+    results: dict[int, Answer] = {
+        ex.index: replace(
+            cached[ex.index],
+            cost_usd=model.cost_usd(cached[ex.index].prompt_tokens, cached[ex.index].completion_tokens),
+        )
+        for ex in examples
+        if ex.index in cached
+    }
     if todo:
         semaphore = asyncio.Semaphore(concurrency)
         client = openai.AsyncOpenAI(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
@@ -19,7 +19,7 @@ from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
 from tuneops.tasks.evaluation.report import log_evaluation_run
 from tuneops.tasks.evaluation.rules import PromotionDecision, decide_promotion
-from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, score_answers
+from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, check_metrics, score_answers
 from tuneops.tasks.evaluation.stats import Interval
 from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
 from tuneops.tasks.evaluation.testset import read_test_split
@@ -78,6 +78,7 @@ def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id
     base_url, key = _provider_endpoint(spec, settings)
     policy = spec.data.system_prompt
     inject = policy.policy == "inject" and policy.text
+    price = spec.evaluation.prices.get(label)  # type: ignore[call-overload]
     return ModelUnderTest(
         label=label,
         base_url=base_url,
@@ -85,6 +86,8 @@ def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id
         api_key=key,
         system_prompt=policy.text if inject else None,
         system_prompt_mode="inject" if inject else "keep",
+        price_per_1m_input_tokens=price.input_per_million_tokens if price else None,
+        price_per_1m_output_tokens=price.output_per_million_tokens if price else None,
     )
 
 
@@ -113,6 +116,15 @@ def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int) -> Mod
         price_per_1m_input_tokens=base.price_per_1m_input_tokens,
         price_per_1m_output_tokens=base.price_per_1m_output_tokens,
     )
+
+
+def _metrics(spec: Spec) -> list[str]:
+    """The spec's metrics plus its judge's evaluators, when a judge is configured."""
+    metrics = list(spec.evaluation.metrics)
+    judge = spec.evaluation.judge
+    if judge is not None:
+        metrics += [m for m in judge.evaluators if m not in metrics and m in JUDGE_METRICS]
+    return metrics
 
 
 def _judge(spec: Spec, settings: TuneopsSettings) -> JudgeEndpoint | None:
@@ -163,12 +175,21 @@ def evaluate_candidate(
         StoreError: MLflow could not be written.
     """
     config = spec.evaluation
+    check_metrics(_metrics(spec), [gate.metric for gate in config.gates])
     examples = read_test_split(test_split, max_rows=config.max_rows)
     digest = dataset_digest or examples_digest(examples)
     models = [candidate, base]
     if config.few_shot_baseline:
         if few_shot_source is not None:
-            models.append(few_shot_variant(base, few_shot_source, config.few_shot_baseline))
+            few_shot = few_shot_variant(base, few_shot_source, config.few_shot_baseline)
+            price = config.prices.get(FEW_SHOT)  # type: ignore[call-overload]
+            if price is not None:
+                few_shot = replace(
+                    few_shot,
+                    price_per_1m_input_tokens=price.input_per_million_tokens,
+                    price_per_1m_output_tokens=price.output_per_million_tokens,
+                )
+            models.append(few_shot)
         else:
             log.warning("few-shot baseline skipped: no train split given to draw examples from")
     if champion is not None:
@@ -190,8 +211,16 @@ def evaluate_candidate(
         )
         for model in models
     ]
-    return _score_and_decide(spec, settings, examples, answers, digest, Path(test_split),
-                             log_to_mlflow=log_to_mlflow, extra_tags=extra_tags)  # fmt: skip
+    return _score_and_decide(
+        spec,
+        settings,
+        examples,
+        answers,
+        digest,
+        Path(test_split),
+        log_to_mlflow=log_to_mlflow,
+        extra_tags=extra_tags,
+    )
 
 
 def _score_and_decide(
@@ -208,15 +237,20 @@ def _score_and_decide(
     config = spec.evaluation
     fmt = config.format
     format_evaluator = FormatComplianceEvaluator(
-        regex=fmt.regex, json_schema=fmt.json_schema, required_sections=tuple(fmt.required_sections),
+        regex=fmt.regex,
+        json_schema=fmt.json_schema,
+        required_sections=tuple(fmt.required_sections),
         max_chars=fmt.max_chars,
-    )  # fmt: skip
+    )
     judge = _judge(spec, settings)
-    metrics = list(config.metrics)
-    if judge is not None:
-        metrics += [m for m in judge.evaluators if m not in metrics and m in JUDGE_METRICS]
-    rows = score_answers(examples, answers, metrics=metrics, nltk_dir=nltk_data_dir(settings.state_home),
-                         format_evaluator=format_evaluator, judge=judge)  # fmt: skip
+    rows = score_answers(
+        examples,
+        answers,
+        metrics=_metrics(spec),
+        nltk_dir=nltk_data_dir(settings.state_home),
+        format_evaluator=format_evaluator,
+        judge=judge,
+    )
     boot = {
         "resamples": config.bootstrap_resamples,
         "confidence": config.confidence,
@@ -248,12 +282,21 @@ def _score_and_decide(
     run_id = None
     if log_to_mlflow:
         run_id = log_evaluation_run(
-            tracking_uri=str(settings.tracking_uri), artifact_root=str(settings.artifact_root),
-            experiment_name=spec.model.name, examples=examples, answers=answers, scores=rows.scores,
-            summaries=ordered, comparisons=comparisons, decision=decision,
+            tracking_uri=str(settings.tracking_uri),
+            artifact_root=str(settings.artifact_root),
+            experiment_name=spec.model.name,
+            examples=examples,
+            answers=answers,
+            scores=rows.scores,
+            summaries=ordered,
+            comparisons=comparisons,
+            decision=decision,
             settings=GenerationSettings(config.max_tokens, config.temperature, spec.finetune.seed),
-            dataset_digest=digest, dataset_name=spec.dataset_name, split_uri=test_split.resolve().as_uri(),
-            split_sha256=hashlib.sha256(test_split.read_bytes()).hexdigest(), markdown=markdown,
+            dataset_digest=digest,
+            dataset_name=spec.dataset_name,
+            split_uri=test_split.resolve().as_uri(),
+            split_sha256=hashlib.sha256(test_split.read_bytes()).hexdigest(),
+            markdown=markdown,
             extra_tags=extra_tags,
-        )  # fmt: skip
+        )
     return EvaluationResult(summaries, comparisons, decision, digest, markdown, run_id, dict(rows.skipped))

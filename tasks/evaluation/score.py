@@ -24,7 +24,7 @@ from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator, RefusalE
 from tuneops.tasks.evaluation.nltk_data import NLTK_EVALUATOR_NEEDS, ensure_nltk_data
 from tuneops.tasks.evaluation.types import ModelAnswers, TestExample
 
-from tuneops.errors import ProviderError, UsageError
+from tuneops.errors import ProviderError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,29 @@ class RowScores:
         return self.scores[label]
 
 
+KNOWN_METRICS = (*OFFLINE_METRICS, *CUSTOM_METRICS, *JUDGE_METRICS)
+
+
+def check_metrics(metrics: Sequence[str], gated: Sequence[str] = ()) -> None:
+    """Fail fast, before any model is called, on metric names no evaluator produces.
+
+    Raises:
+        SpecError: an unknown metric in ``evaluation.metrics``, or a gate on a metric that is
+            not computed (it would fail as "missing" only after every answer was generated).
+    """
+    for i, metric in enumerate(metrics):
+        if metric not in KNOWN_METRICS:
+            raise SpecError(
+                f"evaluation.metrics[{i}]: unknown metric {metric!r}", hint=f"use {', '.join(KNOWN_METRICS)}"
+            )
+    for i, metric in enumerate(gated):
+        if metric not in metrics:
+            raise SpecError(
+                f"evaluation.gates[{i}].metric: {metric!r} is not computed",
+                hint=f"add it to evaluation.metrics (now {', '.join(metrics) or 'empty'})",
+            )
+
+
 def _build_evaluators(
     metrics: Sequence[str],
     nltk_available: set[str],
@@ -89,9 +112,8 @@ def _build_evaluators(
         if metric in JUDGE_METRICS:
             continue
         if metric not in factories:
-            raise UsageError(
-                f"evaluation.metrics: unknown metric {metric!r}",
-                hint=f"use {', '.join((*OFFLINE_METRICS, *CUSTOM_METRICS, *JUDGE_METRICS))}",
+            raise SpecError(
+                f"evaluation.metrics: unknown metric {metric!r}", hint=f"use {', '.join(KNOWN_METRICS)}"
             )
         if metric in NLTK_METRICS and missing_nltk:
             skipped[metric] = f"NLTK data missing: {', '.join(sorted(missing_nltk))}"
@@ -171,7 +193,7 @@ def score_answers(
         judge: LLM-judge endpoint, when configured.
 
     Raises:
-        UsageError: an unknown metric name.
+        SpecError: an unknown metric name.
         ProviderError: the evaluators failed altogether (e.g. an unreachable judge).
     """
     available = ensure_nltk_data(nltk_dir) if set(metrics) & NLTK_METRICS else set()

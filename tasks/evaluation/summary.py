@@ -37,7 +37,7 @@ def summarise_model(
         metrics=metrics,
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
-        cost_per_1k_usd=cost / len(ok) * 1000 if ok else None,
+        cost_per_1k_usd=cost / len(ok) * 1000 if ok and answers.model.priced else None,
         tokens=sum(a.prompt_tokens + a.completion_tokens for a in ok),
     )
 

@@ -31,8 +31,8 @@ class ModelUnderTest:
         system_prompt_mode: ``keep`` the test row's system message, ``inject`` ``system_prompt``
             (replacing any in the row), or ``strip`` system messages.
         few_shot: example messages placed after the system prompt (the prompt-engineering baseline).
-        price_per_1m_input_tokens: USD, for cost per row.
-        price_per_1m_output_tokens: USD, for cost per row.
+        price_per_1m_input_tokens: USD, for cost per row; None when unknown (then no cost).
+        price_per_1m_output_tokens: USD, for cost per row; None when unknown.
     """
 
     label: str
@@ -43,8 +43,8 @@ class ModelUnderTest:
     system_prompt: str | None = None
     system_prompt_mode: SystemPromptMode = "keep"
     few_shot: tuple[tuple[tuple[str, str], ...], ...] = ()
-    price_per_1m_input_tokens: float = 0.0
-    price_per_1m_output_tokens: float = 0.0
+    price_per_1m_input_tokens: float | None = None
+    price_per_1m_output_tokens: float | None = None
 
     def identity(self) -> dict[str, Any]:
         """What determines this model's answers (for cache keys and MLflow params); no secrets."""
@@ -55,6 +55,18 @@ class ModelUnderTest:
             "system_prompt_mode": self.system_prompt_mode,
             "few_shot": [list(map(list, example)) for example in self.few_shot],
         }
+
+    @property
+    def priced(self) -> bool:
+        """Whether a cost can be computed: a price is known for at least one token kind."""
+        return self.price_per_1m_input_tokens is not None or self.price_per_1m_output_tokens is not None
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Cost of one request (0 for a token kind without a price)."""
+        return (
+            prompt_tokens * (self.price_per_1m_input_tokens or 0.0)
+            + completion_tokens * (self.price_per_1m_output_tokens or 0.0)
+        ) / 1e6
 
     def few_shot_messages(self) -> list[Message]:
         return [{"role": role, "content": content} for example in self.few_shot for role, content in example]

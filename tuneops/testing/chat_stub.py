@@ -53,6 +53,9 @@ class StubConfig:
         share_429: share of requests answered 429 with ``Retry-After: retry_after_s``.
         share_500: share of requests answered 500.
         retry_after_on_500: send ``Retry-After`` with 500 responses too (as some gateways do).
+        max_faults_per_request: at most this many injected 429/500 for the same request (same model
+            and messages), so faults are transient and a client with enough retries always gets
+            through, whatever order concurrent requests arrive in. None: no limit.
         always_fail: requests for which this returns True always get a 500.
         models: ids listed by ``/v1/models`` (any id is accepted by chat completions).
         seed: seeds the fault injection, so a run is reproducible.
@@ -65,6 +68,7 @@ class StubConfig:
     share_500: float = 0.0
     retry_after_s: float = 0.01
     retry_after_on_500: bool = False
+    max_faults_per_request: int | None = None
     always_fail: Callable[[str, Messages], bool] | None = None
     models: Sequence[str] = ("stub-model",)
     seed: int = 0
@@ -198,6 +202,7 @@ class _StubServer(ThreadingHTTPServer):
         self._rng = random.Random(config.seed)
         self._lock = threading.Lock()
         self._counter = 0
+        self._faults: Counter[str] = Counter()
 
     def next_id(self) -> int:
         with self._lock:
@@ -208,8 +213,14 @@ class _StubServer(ThreadingHTTPServer):
         config = self.config
         if config.always_fail is not None and config.always_fail(model, messages):
             return 500
+        key = json.dumps([model, messages], sort_keys=True)
         with self._lock:
             draw = self._rng.random()
+            if config.max_faults_per_request is not None:
+                if self._faults[key] >= config.max_faults_per_request:
+                    return None
+                if draw < config.share_429 + config.share_500:
+                    self._faults[key] += 1
         if draw < config.share_429:
             return 429
         if draw < config.share_429 + config.share_500:

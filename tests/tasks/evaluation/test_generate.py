@@ -35,7 +35,9 @@ def test_every_row_is_answered_with_latency_tokens_and_cost(stub: ChatStub, test
 
 def test_rate_limits_and_server_errors_are_retried_to_a_complete_result(test_file: Path) -> None:
     examples = read_test_split(test_file)
-    config = StubConfig(answer=stub_answer, share_429=0.25, share_500=0.15, retry_after_s=0.01, seed=4)
+    config = StubConfig(
+        answer=stub_answer, share_429=0.25, share_500=0.15, retry_after_s=0.01, max_faults_per_request=3
+    )
     with running_chat_stub(config) as stub:
         result = generate_answers(model(stub), examples, dataset_digest="d", settings=SETTINGS,
                                   concurrency=4, show_progress=False)  # fmt: skip

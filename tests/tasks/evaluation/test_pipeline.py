@@ -43,6 +43,7 @@ def run(
     *,
     base: str = "base",
     champion: str | None = None,
+    log_to_mlflow: bool = True,
     **evaluation: object,
 ) -> EvaluationResult:
     spec = make_spec(stub.base_url, gates=[F1_GATE], **evaluation)
@@ -54,6 +55,7 @@ def run(
         model_under_test(spec, settings, BASE, base),
         model_under_test(spec, settings, CHAMPION, champion) if champion else None,
         dataset_digest="a" * 64,
+        log_to_mlflow=log_to_mlflow,
         show_progress=False,
     )
 
@@ -151,7 +153,13 @@ def test_few_shot_baseline_from_the_train_split(
 
 def test_fault_injection_completes_the_evaluation(eval_settings: TuneopsSettings, test_file: Path) -> None:
     config = StubConfig(
-        answer=stub_answer, api_key=STUB_KEY, share_429=0.2, share_500=0.2, retry_after_s=0.01
+        answer=stub_answer,
+        api_key=STUB_KEY,
+        share_429=0.2,
+        share_500=0.2,
+        retry_after_s=0.01,
+        retry_after_on_500=True,
+        max_faults_per_request=4,
     )
     with running_chat_stub(config) as stub:
         result = run(stub, eval_settings, test_file, "ft-good")
@@ -174,3 +182,21 @@ def test_rows_that_cannot_be_answered_fail_the_evaluation_naming_how_many(
     ):
         run(stub, eval_settings, test_file, "ft-good")
     assert MlflowClient(tracking_uri=eval_settings.tracking_uri).search_runs(["0"]) == []
+
+
+def test_cost_ceiling_needs_the_candidates_price(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    ceiling = {"max_cost_per_1k_requests_usd": 1.0}
+    unpriced = run(stub, eval_settings, test_file, "ft-good", log_to_mlflow=False, **ceiling)
+    assert failed_kinds(unpriced) == ["cost"]
+    assert unpriced.decision.reasons == ("candidate cost per 1k requests is missing",)
+    sent = stub.stats.requests
+    prices = {"candidate": {"input_per_million_tokens": 100.0, "output_per_million_tokens": 200.0}}
+    priced = run(stub, eval_settings, test_file, "ft-good", prices=prices, **ceiling)
+    assert stub.stats.requests == sent  # the answers came from the cache: only the pricing changed
+    cost = priced.summaries[CANDIDATE].cost_per_1k_usd
+    assert cost is not None and cost > 1.0 and failed_kinds(priced) == ["cost"]
+    assert priced.summaries[BASE].cost_per_1k_usd is None
+    cheap = run(stub, eval_settings, test_file, "ft-good", max_cost_per_1k_requests_usd=cost, prices=prices)
+    assert cheap.passed

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
-from tuneops.tasks.evaluation.score import score_answers
+from tuneops.tasks.evaluation.score import check_metrics, score_answers
 from tuneops.tasks.evaluation.types import Answer, ModelAnswers, ModelUnderTest, TestExample
 
-from tuneops.errors import UsageError
+from tuneops.errors import SpecError
 
 EXAMPLES = [
     TestExample(0, (("user", "What is the capital of Norway?"),), "The capital of Norway is Oslo."),
@@ -91,9 +91,22 @@ def test_judge_metrics_without_a_judge_are_skipped(tmp_path: Path) -> None:
     assert rows.skipped == {"relevance": "no judge endpoint configured (evaluation.judge)"}
 
 
-def test_an_unknown_metric_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="unknown metric 'bluer'"):
+def test_an_unknown_metric_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="unknown metric 'bluer'"):
         score_answers(EXAMPLES, [GOOD], metrics=["bluer"], nltk_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "gated", "message"),
+    [
+        (["f1", "bluer"], [], r"evaluation.metrics\[1\]: unknown metric 'bluer'"),
+        (["f1"], ["f1", "rouge"], r"evaluation.gates\[1\].metric: 'rouge' is not computed"),
+    ],
+)
+def test_metrics_are_checked_before_anything_runs(metrics: list[str], gated: list[str], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        check_metrics(metrics, gated)
+    check_metrics(["f1", "relevance"], ["relevance"])
 
 
 @pytest.mark.slow
