@@ -98,29 +98,26 @@ def main() -> None:
     model = load_model(base_dir)
     one = SamplingParams(max_tokens=1, temperature=0)
     many = SamplingParams(max_tokens=32, temperature=0)
-    for _ in range(5):
-        model.complete(messages, one)
-    inproc_one, inproc_many = [], []
-    for _ in range(args.requests):
-        t = time.perf_counter()
-        model.complete(messages, one)
-        inproc_one.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        model.complete(messages, many)
-        inproc_many.append(time.perf_counter() - t)
-
+    inproc_one, inproc_many, http_one, sdk_one, sdk_many, ttft = [], [], [], [], [], []
     service = start_service(args.home, tiny_profile=args.profile)
     try:
         body_one = {"model": TINY_MODEL_ID, "messages": messages, "max_tokens": 1, "temperature": 0}
-        http_one, sdk_one, sdk_many, ttft = [], [], [], []
         with httpx.Client(base_url=service.base_url, timeout=60) as http:
             client = OpenAI(base_url=service.base_url, api_key="bench", max_retries=0)
-            for _ in range(5):
+            for _ in range(5):  # warm both sides up
                 http.post("/chat/completions", json=body_one).raise_for_status()
+                model.complete(messages, one)
+            # Interleaved, so both sides see the same load on this shared machine.
             for _ in range(args.requests):
+                t = time.perf_counter()
+                model.complete(messages, one)
+                inproc_one.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 http.post("/chat/completions", json=body_one).raise_for_status()
                 http_one.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                model.complete(messages, many)
+                inproc_many.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 client.chat.completions.create(
                     model=TINY_MODEL_ID, messages=messages, max_tokens=1, temperature=0

@@ -43,7 +43,7 @@ from tuneops.serving.local.rules import (
     validate_suffix,
 )
 from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
-from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
+from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model, is_built
 from tuneops.serving.local.training import TrainingCallbacks, TrainingCancelled, latest_checkpoint
 
 log = logging.getLogger("tuneops.serving.local")
@@ -84,6 +84,8 @@ class LocalService:
         self._cancel_requested: set[str] = set()
         self._tiny_lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._base_cache: tuple[int, dict[str, Path]] | None = None
+        self._fine_tuned: dict[str, tuple[str, Path]] = {}  # finished fine-tunes never change: cache lookups
         self.created = int(time.time())
 
     # lifecycle
@@ -130,12 +132,16 @@ class LocalService:
     # models
     def base_models(self) -> dict[str, Path]:
         """Base model ids and folders: ``tuneops-tiny``, folders under ``base/``, ``--base-model-dir``s."""
+        stamp = self.base_dir.stat().st_mtime_ns  # re-list only when a folder was added or removed
+        if self._base_cache is not None and self._base_cache[0] == stamp:
+            return self._base_cache[1]
         found = {TINY_MODEL_ID: self.base_dir / TINY_MODEL_ID}
         for folder in sorted(self.base_dir.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file():
                 found[folder.name] = folder
         for folder in self.config.base_model_dirs:
             found[folder.name] = folder.resolve()
+        self._base_cache = (stamp, found)
         return found
 
     def base_model_dir(self, model_id: str) -> Path:
@@ -143,7 +149,7 @@ class LocalService:
         folder = self.base_models().get(model_id)
         if folder is None:
             raise _model_not_found(model_id)
-        if model_id == TINY_MODEL_ID and folder == self.base_dir / TINY_MODEL_ID:
+        if model_id == TINY_MODEL_ID and folder == self.base_dir / TINY_MODEL_ID and not is_built(folder):
             with self._tiny_lock:
                 ensure_tiny_model(folder, self.config.tiny_profile, log=log.info)
         return folder
@@ -175,10 +181,15 @@ class LocalService:
             if checkpoint is None:
                 raise _model_not_found(name)
             return self.base_model_dir(parsed.base), Path(checkpoint.path)
-        for job in self.store.list_jobs():
-            if job.get("fine_tuned_model") == name and job["status"] == "succeeded":
-                return self.base_model_dir(job["model"]), self.jobs_dir / job["id"] / "adapter"
-        raise _model_not_found(name)
+        known = self._fine_tuned.get(name)
+        if known is None:
+            for job in self.store.list_jobs():
+                if job.get("fine_tuned_model") == name and job["status"] == "succeeded":
+                    known = self._fine_tuned[name] = (job["model"], self.jobs_dir / job["id"] / "adapter")
+                    break
+            else:
+                raise _model_not_found(name)
+        return self.base_model_dir(known[0]), known[1]
 
     # files
     def create_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
