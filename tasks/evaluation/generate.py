@@ -271,8 +271,8 @@ def require_complete(answers: ModelAnswers) -> ModelAnswers:
     if failed:
         total = len(answers.answers)
         raise ProviderError(
-            f"{answers.label} ({answers.model.model}): {len(failed)} of {total} rows could not be "
-            f"answered (first: row {failed[0].index}: {failed[0].error})",
+            f"{answers.label} ({answers.model.model} at {answers.model.base_url}): {len(failed)} of "
+            f"{total} rows could not be answered (first: row {failed[0].index}: {failed[0].error})",
             hint="check the endpoint and re-run; answers already received are cached",
         )
     return answers

@@ -7,6 +7,8 @@ failed (a result, not an error), 1/2 for errors.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +16,23 @@ import typer
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, load_project
+from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project
 from tuneops.errors import UsageError
 
 GATE_FAILED_EXIT_CODE = 3
+
+
+@contextlib.contextmanager
+def _provider_running(project: Project) -> Iterator[None]:
+    """With the local provider, start the local service for the evaluation when nothing answers."""
+    provider = project.spec.provider
+    if provider.kind != "local":
+        yield
+        return
+    from tuneops.serving.local.launcher import running_service
+
+    with running_service(project.settings, provider.base_url):
+        yield
 
 
 def eval_command(
@@ -41,17 +56,18 @@ def eval_command(
     """Evaluate a fine-tuned model against the base model (and champion) and apply the quality gates."""
     if dataset and test_file:
         raise UsageError("give either --dataset NAME@DIGEST or --test-file PATH, not both")
-    load_project(spec)  # fail fast on a bad spec, before Prefect starts
+    project = load_project(spec)  # fail fast on a bad spec, before Prefect starts
     from tuneops.flows.evaluate import evaluate
 
-    result = evaluate(
-        spec_path=str(Path(spec).resolve()),
-        candidate_model=candidate,
-        dataset_ref=dataset,
-        test_file=str(test_file.resolve()) if test_file else None,
-        champion_model=champion,
-        show_progress=True,
-    )
+    with _provider_running(project):
+        result = evaluate(
+            spec_path=str(Path(spec).resolve()),
+            candidate_model=candidate,
+            dataset_ref=dataset,
+            test_file=str(test_file.resolve()) if test_file else None,
+            champion_model=champion,
+            show_progress=True,
+        )
     console.print(Markdown(result.markdown))
     for check in result.decision.checks:
         mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"

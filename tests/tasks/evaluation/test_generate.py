@@ -60,7 +60,8 @@ def test_rows_that_keep_failing_are_a_clear_error_naming_how_many(test_file: Pat
         result = generate_answers(model(stub), examples, dataset_digest="d", settings=SETTINGS,
                                   max_attempts=2, show_progress=False)  # fmt: skip
     assert len(result.failed) == 3 and all(a.attempts == 2 for a in result.failed)
-    with pytest.raises(ProviderError, match=r"candidate \(ft-good\): 3 of 30 rows could not be answered"):
+    expected = r"candidate \(ft-good at http://127.0.0.1:\d+/v1\): 3 of 30 rows could not be answered"
+    with pytest.raises(ProviderError, match=expected):
         require_complete(result)
 
 

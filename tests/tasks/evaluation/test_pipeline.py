@@ -178,7 +178,7 @@ def test_rows_that_cannot_be_answered_fail_the_evaluation_naming_how_many(
     )
     with (
         running_chat_stub(config) as stub,
-        pytest.raises(ProviderError, match=r"base \(base\): 1 of 30 rows could not be answered"),
+        pytest.raises(ProviderError, match=r"base \(base at http://127.0.0.1:\d+/v1\): 1 of 30 rows"),
     ):
         run(stub, eval_settings, test_file, "ft-good")
     assert MlflowClient(tracking_uri=eval_settings.tracking_uri).search_runs(["0"]) == []
