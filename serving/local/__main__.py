@@ -30,7 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="a Hugging Face causal LM folder to serve and fine-tune (id = folder name)",
     )
-    parser.add_argument("--tiny-profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument(
+        "--tiny-profile",
+        choices=sorted(PROFILES),
+        default=os.environ.get("TUNEOPS_TINY_PROFILE", "default"),
+        help="size of the built-in base model (env TUNEOPS_TINY_PROFILE; 'test' builds in seconds)",
+    )
     parser.add_argument("--max-file-mb", type=int, default=64)
     parser.add_argument(
         "--torch-threads",

@@ -89,11 +89,14 @@ def start_service(
     port: int | None = None,
     api_key: str | None = None,
     base_model_dirs: Sequence[Path] = (),
-    tiny_profile: str = "default",
+    tiny_profile: str | None = None,
     startup_timeout: float = 120,
     extra_args: Sequence[str] = (),
 ) -> ServiceProcess:
-    """Start ``python -m tuneops.serving.local`` on ``home`` and wait until ``/health`` answers."""
+    """Start ``python -m tuneops.serving.local`` on ``home`` and wait until ``/health`` answers.
+
+    ``tiny_profile`` None leaves the choice to ``TUNEOPS_TINY_PROFILE`` (default: ``default``).
+    """
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
@@ -107,10 +110,10 @@ def start_service(
         str(port),
         "--home",
         str(home),
-        "--tiny-profile",
-        tiny_profile,
         *extra_args,
     ]
+    if tiny_profile is not None:
+        command += ["--tiny-profile", tiny_profile]
     for folder in base_model_dirs:
         command += ["--base-model-dir", str(folder)]
     env = {**QUIET_ENVIRONMENT, **os.environ}

@@ -439,6 +439,10 @@ class LocalService:
         hp_fields = dict(internal["hyperparameters"])
         hp_fields["lora_target_modules"] = tuple(hp_fields["lora_target_modules"])
         hp = Hyperparameters(**hp_fields)
+        if job["model"] == TINY_MODEL_ID and not is_built(self.base_models()[TINY_MODEL_ID]):
+            self._event(
+                job_id, f"Building the base model {TINY_MODEL_ID} on first use (about a minute on a CPU)"
+            )
         base_dir = self.base_model_dir(job["model"])
         name = fine_tuned_model_name(job["model"], job.get("user_provided_suffix"), job_id)
 

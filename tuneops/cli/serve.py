@@ -49,7 +49,10 @@ def serve_models(
         ),
     ] = None,
     tiny_profile: Annotated[
-        str, typer.Option(help="Size of the built-in base model: default or test.")
+        str,
+        typer.Option(
+            envvar="TUNEOPS_TINY_PROFILE", help="Size of the built-in base model: default or test (seconds)."
+        ),
     ] = "default",
     prebuild: Annotated[bool, typer.Option(help="Build tuneops-tiny before accepting requests.")] = True,
 ) -> None:
