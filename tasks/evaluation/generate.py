@@ -98,6 +98,31 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
+_UNREACHABLE = "cannot connect"
+
+
+class _Breaker:
+    """Opens when a row gave up on connection errors before any row got an answer.
+
+    An endpoint that is down would otherwise cost every row its full retry schedule; one that
+    answered at least once is only flaky, and every row keeps its retries.
+    """
+
+    def __init__(self) -> None:
+        self.answered = False
+        self.reason: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.reason is not None and not self.answered
+
+    def record(self, answer: Answer) -> None:
+        if answer.ok:
+            self.answered = True
+        elif answer.error and _UNREACHABLE in answer.error and self.reason is None:
+            self.reason = f"not attempted: the endpoint could not be reached ({answer.error})"
+
+
 def _http_client() -> Any:
     """The SDK's aiohttp transport when aiohttp is installed, else None (its httpx default).
 
@@ -165,7 +190,7 @@ async def _answer_one(
                 example.index, None, attempts=attempt, error=f"HTTP {exc.status_code}: {exc.message}"
             )
         except openai.APIConnectionError as exc:
-            error = f"connection: {type(exc).__name__}"
+            error = f"{_UNREACHABLE}: {exc.__cause__ or exc}"
             if attempt < max_attempts:
                 await asyncio.sleep(_backoff(attempt))
             continue
@@ -239,9 +264,15 @@ async def generate_answers_async(
         ) as progress:  # fmt: skip
             bar = progress.add_task(f"answering as {model.label}", total=len(todo))
 
+            breaker = _Breaker()
+
             async def run(example: TestExample) -> Answer:
                 async with semaphore:
-                    answer = await _answer_one(client, model, example, settings, max_attempts)
+                    if breaker.open:  # the endpoint never answered: do not wait out every row
+                        answer = Answer(example.index, None, attempts=0, error=breaker.reason)
+                    else:
+                        answer = await _answer_one(client, model, example, settings, max_attempts)
+                        breaker.record(answer)
                 progress.advance(bar)
                 return answer
 

@@ -9,6 +9,7 @@ described by ``ModelUnderTest.identity()``, which has none.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,8 +166,11 @@ def log_evaluation_run(
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         for start in range(0, len(metrics), _METRICS_PER_CALL):
             client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(split_uri)
         dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own class, profile is optional
-            source=resolve_dataset_source(split_uri), name=dataset_name, digest=split_sha256[:36]
+            source=source, name=dataset_name, digest=split_sha256[:36]
         )
         input_tags = {
             "mlflow.data.context": "test",

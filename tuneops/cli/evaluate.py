@@ -8,6 +8,7 @@ failed (a result, not an error), 1/2 for errors.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -17,9 +18,35 @@ from rich.markdown import Markdown
 from rich.markup import escape
 
 from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project
-from tuneops.errors import UsageError
+from tuneops.errors import TuneopsError, UsageError
 
 GATE_FAILED_EXIT_CODE = 3
+
+
+class _OneLineForOurErrors(logging.Filter):
+    """Drop the traceback Prefect's console log attaches to *our* errors (the CLI prints them as
+    one line); anything else is a bug and keeps its traceback. Same as ``tuneops finetune``'s."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TuneopsError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    loggers = (logging.getLogger(), logging.getLogger("prefect"))
+    handlers = [h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
+    quiet = _OneLineForOurErrors()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 @contextlib.contextmanager
@@ -57,9 +84,12 @@ def eval_command(
     if dataset and test_file:
         raise UsageError("give either --dataset NAME@DIGEST or --test-file PATH, not both")
     project = load_project(spec)  # fail fast on a bad spec, before Prefect starts
+    from tuneops.tasks.evaluation.sources import resolve_test_split
+
+    resolve_test_split(project.spec, project.settings, dataset, test_file)  # and on a missing split
     from tuneops.flows.evaluate import evaluate
 
-    with _provider_running(project):
+    with _provider_running(project), _one_line_errors():
         result = evaluate(
             spec_path=str(Path(spec).resolve()),
             candidate_model=candidate,

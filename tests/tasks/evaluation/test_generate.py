@@ -131,3 +131,15 @@ EXAMPLE = TestExample(0, (("system", SYSTEM), ("user", "Q?")), "A.")
 )  # fmt: skip
 def test_build_messages(mut: ModelUnderTest, expected: list[tuple[str, str]]) -> None:
     assert build_messages(mut, EXAMPLE) == [{"role": r, "content": c} for r, c in expected]
+
+
+def test_an_endpoint_that_is_down_fails_fast_naming_it(test_file: Path) -> None:
+    with running_chat_stub() as stub:
+        base_url = stub.base_url  # the port is closed once the stub has stopped
+    down = ModelUnderTest("base", base_url, "m")
+    result = generate_answers(down, read_test_split(test_file), dataset_digest="d", settings=SETTINGS,
+                              max_attempts=2, concurrency=2, show_progress=False)  # fmt: skip
+    assert len(result.failed) == 30
+    assert sum(a.attempts for a in result.failed) <= 2 * 2 + 2  # rows in flight when the breaker opened
+    with pytest.raises(ProviderError, match=r"30 of 30 rows could not be answered.*cannot connect"):
+        require_complete(result)
