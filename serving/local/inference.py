@@ -59,6 +59,10 @@ class LoadedModel:
             if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
                 stops.add(token_id)
         self.stop_ids = {t for t in stops if t is not None}
+        # Without a chat template of its own the model is taught ChatML as plain text: stop on it as text.
+        self.text_stops: tuple[str, ...] = (
+            () if getattr(tokenizer, "chat_template", None) else ("<|im_end|>",)
+        )
 
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         text = render(self.tokenizer, messages, add_generation_prompt=True)
@@ -71,6 +75,7 @@ class LoadedModel:
         self, messages: Sequence[dict[str, str]], params: SamplingParams
     ) -> Iterator[str | GenerationResult]:
         """Yield text deltas as they are decoded, then one ``GenerationResult``."""
+        stops = params.stop + self.text_stops
         import torch
 
         prompt = self.prompt_ids(messages)
@@ -83,7 +88,7 @@ class LoadedModel:
             generator.manual_seed(params.seed)
         else:
             generator.seed()
-        hold_back = max((len(s) for s in params.stop), default=1) - 1
+        hold_back = max((len(s) for s in stops), default=1) - 1
         generated: list[int] = []
         emitted = ""
         finish = "length"
@@ -99,7 +104,7 @@ class LoadedModel:
                     break
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                cut = _first_stop(text, params.stop)
+                cut = _first_stop(text, stops)
                 if cut is not None:
                     text, finish = text[:cut], "stop"
                     if len(text) > len(emitted):
@@ -113,9 +118,9 @@ class LoadedModel:
                     yield text[len(emitted) : safe]
                     emitted = text[:safe]
                 step_input = torch.tensor([[token]], device=self.model.device)
-        if finish != "stop" or _first_stop(emitted, params.stop) is None:
+        if finish != "stop" or _first_stop(emitted, stops) is None:
             final = self.tokenizer.decode(generated, skip_special_tokens=True)
-            cut = _first_stop(final, params.stop)
+            cut = _first_stop(final, stops)
             final = final if cut is None else final[:cut]
             if len(final) > len(emitted) and final.startswith(emitted):
                 yield final[len(emitted) :]
