@@ -1,0 +1,90 @@
+"""The chat stub speaks OpenAI's documented protocol: bodies validate against the OpenAPI reference.
+
+(The stub ships in ``tuneops.testing``; its tests live with the stage that owns it.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+
+from tuneops.testing.chat_stub import StubConfig, canned_answers, running_chat_stub
+
+REFERENCE = Path(
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+)
+
+
+def _jsonschema(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` as JSON Schema ``anyOf [..., null]``."""
+    if isinstance(node, list):
+        return [_jsonschema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _jsonschema(value) for key, value in node.items() if key != "nullable"}
+    return {"anyOf": [converted, {"type": "null"}]} if node.get("nullable") is True else converted
+
+
+@pytest.fixture(scope="module")
+def schemas() -> dict[str, Any]:
+    if not REFERENCE.is_file():
+        pytest.skip(f"OpenAI reference not found at {REFERENCE}")
+    return _jsonschema(json.loads(REFERENCE.read_text()))["components"]
+
+
+def check(schemas: dict[str, Any], name: str, body: Any) -> None:
+    validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": schemas})
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(body)]
+    assert not errors, f"{name}: {errors[:5]}"
+
+
+CHAT = {"model": "m-1", "messages": [{"role": "user", "content": "Capital of Norway?"}]}
+
+
+def test_bodies_validate_against_the_reference(schemas: dict[str, Any]) -> None:
+    config = StubConfig(answer=canned_answers({"Capital of Norway?": "Oslo."}), models=("m-1", "m-2"))
+    with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
+        reply = http.post("/chat/completions", json=CHAT)
+        assert reply.status_code == 200
+        check(schemas, "CreateChatCompletionResponse", reply.json())
+        assert reply.json()["choices"][0]["message"]["content"] == "Oslo."
+        models = http.get("/models").json()
+        check(schemas, "ListModelsResponse", models)
+        assert [m["id"] for m in models["data"]] == ["m-1", "m-2"]
+        missing = http.post("/chat/completions", json={"model": "m-1"})
+        assert missing.status_code == 400
+        check(schemas, "ErrorResponse", missing.json())
+
+
+@pytest.mark.parametrize(("share_429", "share_500", "status"), [(1.0, 0.0, 429), (0.0, 1.0, 500)])
+def test_injected_faults_are_openai_error_bodies(
+    schemas: dict[str, Any], share_429: float, share_500: float, status: int
+) -> None:
+    config = StubConfig(share_429=share_429, share_500=share_500, retry_after_s=2, retry_after_on_500=True)
+    with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
+        reply = http.post("/chat/completions", json=CHAT)
+        assert reply.status_code == status and reply.headers["retry-after"] == "2"
+        check(schemas, "ErrorResponse", reply.json())
+        assert stub.stats.statuses == {status: 1}
+
+
+def test_a_wrong_key_is_a_401_error_body(schemas: dict[str, Any]) -> None:
+    with running_chat_stub(api_key="sk-right") as stub, httpx.Client(base_url=stub.base_url) as http:
+        reply = http.post("/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-wrong"})
+        assert reply.status_code == 401
+        check(schemas, "ErrorResponse", reply.json())
+        assert http.get("/models", headers={"Authorization": "Bearer sk-right"}).status_code == 200
+
+
+def test_faults_per_request_are_capped() -> None:
+    config = StubConfig(share_500=1.0, max_faults_per_request=2)
+    with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
+        codes = [http.post("/chat/completions", json=CHAT).status_code for _ in range(4)]
+    assert codes == [500, 500, 200, 200]
+
