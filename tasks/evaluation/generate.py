@@ -190,7 +190,10 @@ async def _answer_one(
                 example.index, None, attempts=attempt, error=f"HTTP {exc.status_code}: {exc.message}"
             )
         except openai.APIConnectionError as exc:
-            error = f"{_UNREACHABLE}: {exc.__cause__ or exc}"
+            cause = exc.__cause__
+            # aiohttp reports a refused connection as ConnectTimeout, httpx as ConnectError.
+            refused = type(cause).__name__ in ("ConnectError", "ConnectTimeout")
+            error = f"{_UNREACHABLE}: {cause}" if refused else f"connection: {cause or exc}"
             if attempt < max_attempts:
                 await asyncio.sleep(_backoff(attempt))
             continue
@@ -277,10 +280,16 @@ async def generate_answers_async(
                 return answer
 
             try:
-                for answer in await asyncio.gather(*(run(ex) for ex in todo)):
-                    results[answer.index] = answer
+                # A TaskGroup cancels the rows still running when one raises (a refused key).
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(run(ex)) for ex in todo]
+            except* ProviderAuthError as refused:
+                raise refused.exceptions[0]  # noqa: B904 - the error itself, not its group
             finally:
                 await client.close()
+            for task in tasks:
+                answer = task.result()
+                results[answer.index] = answer
     ordered = tuple(results[ex.index] for ex in examples)
     if path and todo:
         _save_cache(path, ordered)
