@@ -106,7 +106,7 @@ class LocalService:
 
     def recover(self) -> None:
         for job_id in self.store.job_ids_with_status(["running", "validating_files"]):
-            job, internal = self.store.get_job(job_id) or ({}, {})
+            job, internal = self._job(job_id)
             internal["resumes"] = internal.get("resumes", 0) + 1
             checkpoint = latest_checkpoint(self.jobs_dir / job_id)
             if internal["resumes"] > MAX_RESUMES:

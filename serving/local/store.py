@@ -154,7 +154,7 @@ class ServiceStore:
             row = self._db.execute("SELECT body, internal FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no job {job_id}")
-            body = json.loads(row[0]) | fields
+            body: dict[str, Any] = json.loads(row[0]) | fields
             new_internal = internal if internal is not None else json.loads(row[1])
             self._db.execute(
                 "UPDATE jobs SET status = ?, body = ?, internal = ? WHERE id = ?",
