@@ -73,12 +73,18 @@ class TuneopsSettings(BaseSettings):
             "home": home,
             "data_store_uri": self.data_store_uri or (home / "data").as_uri(),
             "tracking_uri": self.tracking_uri or f"sqlite:///{home / 'mlflow.db'}",
-            "artifact_root": self.artifact_root or (home / "mlartifacts").as_uri(),
+            # An MLflow server decides where artifacts go (e.g. proxied to S3); only the embedded
+            # SQLite store needs a root, or artifacts land in ./mlruns of whatever folder we are in.
+            "artifact_root": self.artifact_root
+            or (None if self._tracking_is_server() else (home / "mlartifacts").as_uri()),
             "state_db_url": self.state_db_url or f"sqlite:///{home / 'state.db'}",
         }
         for name, value in defaults.items():
             object.__setattr__(self, name, value)
         return self
+
+    def _tracking_is_server(self) -> bool:
+        return (self.tracking_uri or "").startswith(("http://", "https://", "databricks"))
 
     @property
     def state_home(self) -> Path:
