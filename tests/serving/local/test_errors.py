@@ -132,6 +132,16 @@ def test_malformed_requests_get_openai_errors(guarded: ServiceProcess) -> None:
     assert _error(huge, 413)["code"] == "request_too_large"
     http.close()
 
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.chat.completions.create(
+            model="tuneops-tiny", messages=[{"role": "user", "content": "word " * 3000}]
+        )
+    assert too_long.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="tuneops-tiny", messages=[{"role": "user", "content": "word " * 3000}], stream=True
+        )
+
     # ... and after all that the service still answers.
     reply = client.chat.completions.create(
         model="tuneops-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
