@@ -70,7 +70,8 @@ class ModelScores:
     """One model's aggregates: metric means, p95 latency, cost per 1,000 requests.
 
     ``differences`` maps a metric to the paired interval of (candidate - this model), when this
-    model is a baseline or the champion; ``failed_rows`` counts rows it could not answer.
+    model is a baseline or the champion; ``failed_rows`` counts rows it could not answer;
+    ``unscored`` counts, per metric, rows an evaluator could not score (a partial mean is no mean).
     """
 
     label: str
@@ -79,9 +80,13 @@ class ModelScores:
     cost_per_1k_usd: float | None = None
     differences: Mapping[str, Interval | None] = field(default_factory=dict)
     failed_rows: int = 0
+    unscored: Mapping[str, int] = field(default_factory=dict)
 
     def mean(self, metric: str) -> float | None:
+        """The mean, or None when missing, not finite, or resting on only some of the rows."""
         value = self.means.get(metric)
+        if self.unscored.get(metric):
+            return None
         return value if value is not None and math.isfinite(value) else None
 
 
@@ -276,6 +281,12 @@ def decide_promotion(
                                    f"{candidate.failed_rows} rows", None, None,
                                    float(candidate.failed_rows), 0.0))  # fmt: skip
     for gate in gates:
+        for model in (candidate, *baselines, *([champion] if champion is not None else [])):
+            n = model.unscored.get(gate.metric, 0)
+            if n:
+                message = f"{gate.metric}: {n} rows of {model.label} could not be scored"
+                where = (gate.metric, model.label, float(n), 0.0)
+                checks.append(CheckOutcome("completeness", False, message, *where))
         cand = candidate.mean(gate.metric)
         if gate.threshold is not None:
             checks.append(_threshold_check(gate, cand))

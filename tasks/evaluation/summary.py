@@ -63,7 +63,12 @@ def compare(
 def scores_for_gate(
     summary: ModelSummary, differences: Mapping[str, Interval | None] | None = None, failed_rows: int = 0
 ) -> ModelScores:
-    """The gate's view of a summary."""
+    """The gate's view of a summary; a metric scored on fewer rows than answered is unscored."""
+    unscored = {
+        metric: summary.rows - (interval.n if interval is not None else 0)
+        for metric, interval in summary.metrics.items()
+        if (interval.n if interval is not None else 0) < summary.rows
+    }
     return ModelScores(
         label=summary.label,
         means={metric: summary.mean(metric) for metric in summary.metrics},
@@ -71,6 +76,7 @@ def scores_for_gate(
         cost_per_1k_usd=summary.cost_per_1k_usd,
         differences=dict(differences or {}),
         failed_rows=failed_rows,
+        unscored=unscored,
     )
 
 

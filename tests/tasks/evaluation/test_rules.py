@@ -223,3 +223,18 @@ def test_mirrored_metrics_decide_alike(cand: float, base: float, greater: bool) 
     one = decide_promotion(scores("candidate", m=cand), [scores("base", m=base)], [gate])
     two = decide_promotion(scores("candidate", m=-cand), [scores("base", m=-base)], [flipped])
     assert [c.passed for c in one.checks] == [c.passed for c in two.checks]
+
+
+def test_a_partially_scored_metric_is_no_score() -> None:
+    """An evaluator that failed on some rows must not let a mean over the rest through."""
+    cand = ModelScores("candidate", {"f1": 0.9}, unscored={"f1": 3})
+    base = ModelScores("base", {"f1": 0.1}, unscored={"f1": 1})
+    decision = decide_promotion(cand, [base], [Gate("f1", threshold=0.5, min_absolute_change=0.1)])
+    assert not decision.passed
+    assert decision.reasons == (
+        "f1: 3 rows of candidate could not be scored",
+        "f1: 1 rows of base could not be scored",
+        "f1: candidate score is missing",
+        "f1 vs base: candidate score is missing",
+    )
+    assert cand.mean("f1") is None and cand.mean("rouge") is None
