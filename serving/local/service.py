@@ -16,6 +16,7 @@ Layout of ``home`` (the settings' ``models_dir``)::
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import logging
 import threading
@@ -45,6 +46,8 @@ from tuneops.serving.local.rules import (
 from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model, is_built
 from tuneops.serving.local.training import TrainingCallbacks, TrainingCancelled, latest_checkpoint
+
+from tuneops.errors import ServiceError
 
 log = logging.getLogger("tuneops.serving.local")
 MAX_RESUMES = 3
@@ -84,13 +87,27 @@ class LocalService:
         self._cancel_requested: set[str] = set()
         self._tiny_lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._lock_file: Any = None
         self._base_cache: tuple[int, dict[str, Path]] | None = None
         self._fine_tuned: dict[str, tuple[str, Path]] = {}  # finished fine-tunes never change: cache lookups
         self.created = int(time.time())
 
     # lifecycle
     def start(self) -> None:
-        """Recover interrupted jobs and start the worker thread."""
+        """Take the home's lock, recover interrupted jobs and start the worker thread.
+
+        The lock (released by the kernel even on SIGKILL) keeps a second service off the same
+        home, where two workers would train the same queued job twice.
+        """
+        self._lock_file = (self.home / "service.lock").open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            raise ServiceError(
+                f"another tuneops service already uses {self.home}",
+                hint="stop it, or give this one its own home",
+            ) from exc
         self.recover()
         self._worker = threading.Thread(target=self._work, name="tuneops-finetune-worker", daemon=True)
         self._worker.start()
@@ -103,6 +120,8 @@ class LocalService:
         if self._worker is not None:
             self._worker.join(timeout)
         self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     def recover(self) -> None:
         for job_id in self.store.job_ids_with_status(["running", "validating_files"]):

@@ -68,6 +68,13 @@ def test_a_service_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
             start_service(tmp_path / "m", port=port, tiny_profile="test", startup_timeout=60)
 
 
+def test_a_second_service_on_the_same_home_is_refused(local_service: ServiceProcess) -> None:
+    with pytest.raises(ServiceError, match="exited with code") as refused:
+        start_service(local_service.home, tiny_profile="test", startup_timeout=60)
+    assert "another tuneops service already uses" in str(refused.value)
+    assert answers_openai(local_service.base_url)  # the first one is unharmed
+
+
 def test_cli_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
     from tuneops.cli.main import app
 
