@@ -1,0 +1,98 @@
+"""Acceptance on the project's example: fine-tune on the local service, then evaluate vs the base.
+
+The example spec (``examples/tuneops.yaml``) with its own gates; the tiny CPU model is fine-tuned
+briefly on part of the claims data through the local service's OpenAI fine-tuning API, then the
+fine-tune and the base answer the held-out claims side by side. Whatever the tiny model learns in
+seconds, the table has intervals, everything lands in MLflow, and the decision is exactly what the
+spec's thresholds say about the numbers in the table.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from openai import OpenAI
+from tuneops.serving.local.launcher import ServiceProcess
+from tuneops.serving.local.testing import local_service, tiny_test_model  # noqa: F401 - fixtures
+from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import load_spec
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def fine_tune(service: ServiceProcess, train: Path) -> str:
+    client = OpenAI(base_url=service.base_url, api_key="unused", max_retries=0)
+    lines = train.read_bytes().splitlines()[:64]  # a subset keeps the test short
+    uploaded = client.files.create(file=("train.jsonl", b"\n".join(lines) + b"\n"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tuneops-tiny",
+        training_file=uploaded.id,
+        suffix="claims",
+        hyperparameters={"n_epochs": 2, "batch_size": 4},
+    )
+    deadline = time.monotonic() + 300
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
+        assert time.monotonic() < deadline, "fine-tune did not finish in 5 minutes"
+        time.sleep(0.25)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model
+    return job.fine_tuned_model
+
+
+@pytest.mark.skipif(not (EXAMPLES / "tuneops.yaml").is_file(), reason="examples/ not present")
+def test_example_fine_tune_vs_base_follows_the_spec_gates(
+    local_service: ServiceProcess,  # noqa: F811 - the fixture imported above
+    eval_settings: TuneopsSettings,
+) -> None:
+    spec, _ = load_spec(EXAMPLES / "tuneops.yaml")
+    evaluation = spec.evaluation.model_copy(
+        update={"max_rows": 12, "max_tokens": 32, "bootstrap_resamples": 300}
+    )
+    spec = spec.model_copy(
+        update={
+            "provider": spec.provider.model_copy(update={"base_url": local_service.base_url}),
+            "evaluation": evaluation,
+        }
+    )
+    settings = eval_settings.model_copy(update={"local_api_key": None})
+    tuned = fine_tune(local_service, spec.data.train)
+
+    result = evaluate_candidate(
+        spec,
+        settings,
+        spec.data.test,
+        model_under_test(spec, settings, CANDIDATE, tuned),
+        model_under_test(spec, settings, BASE, spec.model.base_model),
+        show_progress=False,
+    )
+
+    cand, base = result.summaries[CANDIDATE], result.summaries[BASE]
+    assert (cand.model, base.model, cand.rows, base.rows) == (tuned, "tuneops-tiny", 12, 12)
+    for metric in ("f1", "rouge", "format"):
+        for summary in (cand, base):
+            interval = summary.metrics[metric]
+            assert interval is not None and interval.low <= interval.estimate <= interval.high
+        assert result.comparisons[BASE][metric] is not None
+    assert "| f1 |" in result.markdown and f"candidate ({tuned})" in result.markdown
+
+    # The decision is what the example's gates say about these numbers, check by check.
+    format_ok = cand.mean("format") >= 0.9
+    f1_gain = cand.mean("f1") - base.mean("f1")
+    expected = [("threshold", format_ok), ("min_absolute_change", f1_gain >= 0.02 - 1e-9)]
+    assert [(c.kind, c.passed) for c in result.decision.checks] == expected
+    assert result.passed is (format_ok and f1_gain >= 0.02 - 1e-9)
+
+    run = MlflowClient(tracking_uri=settings.tracking_uri).get_run(result.mlflow_run_id)
+    assert run.data.tags["tuneops.gate"] == ("passed" if result.passed else "failed")
+    assert run.data.metrics["candidate.f1"] == pytest.approx(cand.mean("f1"))
+    assert run.data.params["candidate.model"] == tuned
