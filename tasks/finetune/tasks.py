@@ -8,7 +8,7 @@ too; transient errors are retried inside, with a look before every retry of a cr
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.dataset import local_split_path
@@ -16,7 +16,7 @@ from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
 from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_name
 from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
-from tuneops.tasks.finetune.wait import follow_job
+from tuneops.tasks.finetune.wait import LoggedProgress, follow_job, progress_listener
 
 from tuneops.errors import FineTuneFailedError
 from tuneops.settings import TuneopsSettings
@@ -112,6 +112,8 @@ def wait_for_finetune(
     Raises FineTuneFailedError with the provider's reason when the job failed or was cancelled.
     """
     poll = PollPolicy(initial=poll_interval, max_interval=max(poll_interval, 30.0))
+    if progress_listener.get() is None:
+        progress_listener.set(LoggedProgress(get_run_logger()))
     return wait_for_job(
         spec,
         settings,

@@ -46,14 +46,10 @@ class FineTuneTracker:
                 if active is not None and mlflow.get_tracking_uri() == settings.tracking_uri:
                     run_id = active.info.run_id
             if run_id is None:
-                found = client.get_experiment_by_name(experiment)
-                experiment_id = (
-                    found.experiment_id
-                    if found
-                    else client.create_experiment(
-                        experiment, artifact_location=f"{settings.artifact_root}/{experiment}"
-                    )
-                )
+                from tuneops.registry.mlflow_store import RegistryStore
+
+                store = RegistryStore(settings.tracking_uri or "", settings.artifact_root)
+                experiment_id = store.ensure_experiment(experiment)
                 run_id = client.create_run(experiment_id, run_name="finetune").info.run_id
             history = [
                 *client.get_metric_history(run_id, "train_loss"),

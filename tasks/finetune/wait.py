@@ -34,6 +34,30 @@ progress_listener: ContextVar[ProgressListener | None] = ContextVar("finetune_pr
 """Set by the CLI to draw live progress; the flow and tasks run in its context."""
 
 
+class LoggedProgress:
+    """A progress listener that writes to a logger: each status change, and the newest step and
+    losses at most every ``every`` seconds, so an unattended run (a deployment, ``tuneops run``)
+    shows that training moves without flooding its log."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, every: float = 15.0,  # type: ignore[type-arg]
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.logger, self.every, self.clock = logger, every, clock
+        self.status: str | None = None
+        self.last_said = float("-inf")
+
+    def __call__(self, job: FineTuneJob, events: list[TrainingEvent]) -> None:
+        if job.status != self.status:
+            self.status = job.status
+            self.logger.info("fine-tune %s is %s", job.id, job.status)
+        steps = [e for e in events if e.is_metrics and e.train_loss is not None]
+        if steps and self.clock() - self.last_said >= self.every:
+            latest = max(steps, key=lambda e: e.step or 0)
+            total = f"/{latest.total_steps}" if latest.total_steps else ""
+            valid = f", valid_loss {latest.valid_loss:.3f}" if latest.valid_loss is not None else ""
+            self.logger.info("step %s%s: train_loss %.3f%s", latest.step, total, latest.train_loss, valid)
+            self.last_said = self.clock()
+
+
 def follow_job(
     provider: FineTuneProvider,
     job: FineTuneJob,

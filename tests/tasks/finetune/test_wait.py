@@ -150,3 +150,35 @@ def test_azure_job_is_deployed_and_the_deployment_is_what_inference_calls(
     assert done.deployment.startswith("support-bot-") and target.model == done.deployment
     _, run = _run(settings)
     assert run.data.tags["tuneops.endpoint_model"] == done.deployment
+
+
+def test_logged_progress_says_each_status_once_and_steps_at_most_every_interval(caplog):
+    import logging
+
+    from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
+    from tuneops.tasks.finetune.wait import LoggedProgress
+
+    now = [0.0]
+    listener = LoggedProgress(logging.getLogger("progress-test"), every=10.0, clock=lambda: now[0])
+
+    def job(status: JobStatus) -> FineTuneJob:
+        return FineTuneJob(id="ftjob-1", status=status, provider="local", model="tuneops-tiny")
+
+    def step(n: int, loss: float) -> TrainingEvent:
+        return TrainingEvent(id=f"e{n}", created_at=n, message="", step=n, total_steps=9, train_loss=loss)
+
+    with caplog.at_level(logging.INFO, logger="progress-test"):
+        listener(job(JobStatus.QUEUED), [])
+        listener(job(JobStatus.RUNNING), [step(1, 3.0), step(2, 2.5)])
+        now[0] = 5.0
+        listener(job(JobStatus.RUNNING), [step(3, 2.0)])  # within the interval: quiet
+        now[0] = 12.0
+        listener(job(JobStatus.RUNNING), [step(4, 1.5)])
+        listener(job(JobStatus.SUCCEEDED), [])
+    assert [r.getMessage() for r in caplog.records] == [
+        "fine-tune ftjob-1 is queued",
+        "fine-tune ftjob-1 is running",
+        "step 2/9: train_loss 2.500",
+        "step 4/9: train_loss 1.500",
+        "fine-tune ftjob-1 is succeeded",
+    ]
