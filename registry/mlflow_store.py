@@ -9,6 +9,7 @@ only switched, and restored, around the few fluent calls that have no client for
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,9 @@ class RunSummary:
     start_time: datetime | None = None
 
 
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -96,6 +100,9 @@ class RegistryStore:
     def fluent(self) -> Iterator[None]:
         """Point MLflow's fluent API at this store for the duration of the block."""
         old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        # MLflow also writes these to os.environ, where child processes (and our settings, which
+        # honour MLFLOW_TRACKING_URI) would pick up a default URI this block never meant to set.
+        old_env = {key: os.environ.get(key) for key in _URI_ENV}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri)
         try:
@@ -103,6 +110,11 @@ class RegistryStore:
         finally:
             mlflow.set_tracking_uri(old_tracking)
             mlflow.set_registry_uri(old_registry)
+            for key, value in old_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
