@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tuneops.settings import quiet_third_parties
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.score import score_answers
 from tuneops.tasks.evaluation.types import (
@@ -31,8 +32,6 @@ from tuneops.tasks.evaluation.types import (
     ModelUnderTest,
     TestExample,
 )
-
-from tuneops.settings import quiet_third_parties
 
 WORDS = [
     "the",

@@ -49,6 +49,7 @@ def main() -> None:
     import httpx
     import torch
     from openai import OpenAI
+
     from tuneops.serving.local.chatdata import parse_chat_jsonl
     from tuneops.serving.local.inference import SamplingParams, load_model
     from tuneops.serving.local.launcher import start_service

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, CHAMPION, EvaluationResult, model_under_test
-from tuneops.tasks.evaluation.sources import resolve_test_split
-from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
+from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, CHAMPION, EvaluationResult, model_under_test
+from tuneops.tasks.evaluation.sources import resolve_test_split
+from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 
 
 @flow(name="evaluate", validate_parameters=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from tuneops.tasks.finetune.dataset import resolve_dataset
-from tuneops.tasks.finetune.tasks import submit_finetune, wait_for_finetune
-from tuneops.tasks.finetune.types import FineTuneJob
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
+from tuneops.tasks.finetune.dataset import resolve_dataset
+from tuneops.tasks.finetune.tasks import submit_finetune, wait_for_finetune
+from tuneops.tasks.finetune.types import FineTuneJob
 
 
 @flow(name="finetune", validate_parameters=True)

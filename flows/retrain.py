@@ -14,7 +14,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+
 from tuneops.registry.tasks import register_model_task, set_challenger_task
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import load_spec
 from tuneops.tasks.data.tasks import version_dataset
 from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 from tuneops.tasks.finetune.submit import cost_of
@@ -28,9 +31,6 @@ from tuneops.tasks.retrain import (
     registration_request,
     test_split_paths,
 )
-
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import load_spec
 
 
 @flow(name="retrain", validate_parameters=True)
@@ -55,44 +55,75 @@ def retrain(
     dataset = version_dataset(spec, settings)
     job = submit_finetune(spec, settings, dataset)
     finetune_run_id = open_finetune_run(spec, settings, job, dataset)
-    job = wait_for_finetune(spec, settings, job, run_id=finetune_run_id, poll_interval=poll_interval, dataset=dataset)
+    job = wait_for_finetune(
+        spec, settings, job, run_id=finetune_run_id, poll_interval=poll_interval, dataset=dataset
+    )
 
     already = find_registered_version(spec, settings, job)
     if already is not None:
         log.info("job %s is already registered as version %s: nothing new to do", job.id, already.version)
         return RetrainOutcome(
-            dataset=dataset, job=job, finetune_run_id=finetune_run_id, registered=already, evaluation=None,
-            gate_passed=already.gate == "passed", gate_reasons=(), challenger_set="challenger" in already.aliases,
-            tracking_uri=settings.tracking_uri or "", notes=(f"{job.id} was registered by an earlier run",),
-        )  # fmt: skip
+            dataset=dataset,
+            job=job,
+            finetune_run_id=finetune_run_id,
+            registered=already,
+            evaluation=None,
+            gate_passed=already.gate == "passed",
+            gate_reasons=(),
+            challenger_set="challenger" in already.aliases,
+            tracking_uri=settings.tracking_uri or "",
+            notes=(f"{job.id} was registered by an earlier run",),
+        )
 
     target = inference_target(spec, settings, job)
     contenders = choose_contenders(spec, settings, target)
     test_split, train_split = test_split_paths(dataset, settings)
     flow_run_id = str(flow_run.get_id() or "")
     evaluation = evaluate_candidate_task(
-        spec, settings, test_split, contenders.candidate, contenders.base, contenders.champion,
-        dataset.digest, train_split, extra_tags={"tuneops.flow_run_id": flow_run_id, "tuneops.job_id": job.id,
-                                                 "tuneops.reason": reason},
+        spec,
+        settings,
+        test_split,
+        contenders.candidate,
+        contenders.base,
+        contenders.champion,
+        dataset.digest,
+        train_split,
+        extra_tags={"tuneops.flow_run_id": flow_run_id, "tuneops.job_id": job.id, "tuneops.reason": reason},
         show_progress=show_progress,
-    )  # fmt: skip
+    )
 
     request = registration_request(
-        spec, dataset, job, target, evaluation, finetune_run_id=finetune_run_id, flow_run_id=flow_run_id,
+        spec,
+        dataset,
+        job,
+        target,
+        evaluation,
+        finetune_run_id=finetune_run_id,
+        flow_run_id=flow_run_id,
         estimated_cost=cost_of(spec, dataset).cost_usd,
-    )  # fmt: skip
+    )
     registered = register_model_task(request, settings.tracking_uri or "", settings.artifact_root)
     challenger_set = False
     if evaluation.passed:
         set_challenger_task(
-            spec.model.name, registered.version, tracking_uri=settings.tracking_uri or "",
-            state_db_url=settings.state_db_url or "", reason=f"gate passed ({reason})", actor=current_user(),
-        )  # fmt: skip
+            spec.model.name,
+            registered.version,
+            tracking_uri=settings.tracking_uri or "",
+            state_db_url=settings.state_db_url or "",
+            reason=f"gate passed ({reason})",
+            actor=current_user(),
+        )
         challenger_set = True
     else:
         log.warning("gate failed for %s: %s", target.model, evaluation.decision.summary())
     return RetrainOutcome(
-        dataset=dataset, job=job, finetune_run_id=finetune_run_id, registered=registered, evaluation=evaluation,
-        gate_passed=evaluation.passed, gate_reasons=tuple(evaluation.decision.reasons),
-        challenger_set=challenger_set, tracking_uri=settings.tracking_uri or "",
-    )  # fmt: skip
+        dataset=dataset,
+        job=job,
+        finetune_run_id=finetune_run_id,
+        registered=registered,
+        evaluation=evaluation,
+        gate_passed=evaluation.passed,
+        gate_reasons=tuple(evaluation.decision.reasons),
+        challenger_set=challenger_set,
+        tracking_uri=settings.tracking_uri or "",
+    )

@@ -5,6 +5,7 @@ unpickling an object); it is never imported by tuneops itself.
 """
 
 from mlflow.models import set_model
+
 from tuneops.registry.chat_model import EndpointChatModel
 
 set_model(EndpointChatModel())

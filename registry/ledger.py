@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from tuneops.registry.types import AliasMove, LedgerEntry, PromotionIntent
 
 from tuneops.errors import RegistryError
+from tuneops.registry.types import AliasMove, LedgerEntry, PromotionIntent
 from tuneops.statedb import create_tables, describe, make_engine
 
 metadata = sa.MetaData()

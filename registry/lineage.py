@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tuneops.errors import RegistryError, StoreError, UsageError, VersionNotFoundError
 from tuneops.registry import conventions as c
 from tuneops.registry.ledger import Ledger, utcnow
 from tuneops.registry.mlflow_store import RegistryStore, RunSummary
 from tuneops.registry.register import TAG_SHA256
 from tuneops.registry.types import LedgerEntry, RegisteredVersion
-
-from tuneops.errors import RegistryError, StoreError, UsageError, VersionNotFoundError
 
 SCHEMA_VERSION = 1
 ManifestReader = Callable[[str], dict[str, Any]]

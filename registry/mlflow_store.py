@@ -21,10 +21,10 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from tuneops.registry.conventions import TAG_JOB_ID
-from tuneops.registry.types import RegisteredVersion
 
 from tuneops.errors import RegistryError, VersionNotFoundError
+from tuneops.registry.conventions import TAG_JOB_ID
+from tuneops.registry.types import RegisteredVersion
 from tuneops.settings import TuneopsSettings
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}

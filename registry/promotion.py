@@ -13,6 +13,7 @@ intent when there is one and to "unknown (observed)" otherwise. So:
 
 from __future__ import annotations
 
+from tuneops.errors import PromotionRefusedError, VersionNotFoundError
 from tuneops.registry.conventions import (
     CHAMPION,
     GATE_PASSED,
@@ -26,8 +27,6 @@ from tuneops.registry.conventions import (
 from tuneops.registry.ledger import Ledger, current_actor
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.types import LedgerEntry, PromotionResult
-
-from tuneops.errors import PromotionRefusedError, VersionNotFoundError
 
 OBSERVED_REASON = "alias move observed in MLflow, not made through tuneops"
 

@@ -173,6 +173,7 @@ def _log_dataset(link: DatasetLink) -> None:
     """Log one split as a run input: digest = its sha256 (cut to MLflow's 36), source = store URI."""
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
+
     from tuneops.tasks.data.tracking import dataset_source
 
     source = dataset_source(link.uri)

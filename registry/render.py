@@ -9,6 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
+
 from tuneops.registry.lineage import Lineage
 from tuneops.registry.types import LedgerEntry
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+
+from tuneops.errors import RegistryError, UserError, VersionNotFoundError
 from tuneops.registry.conventions import CHALLENGER
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote
 from tuneops.registry.register import register_model
 from tuneops.registry.types import PromotionResult, RegisteredVersion, RegistrationRequest
-
-from tuneops.errors import RegistryError, UserError, VersionNotFoundError
 
 
 def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tuneops.errors import RegistryError
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import reconcile
-
-from tuneops.errors import RegistryError
 
 WEBHOOK_PATH = "/mlflow-webhook"
 WEBHOOK_NAME = "tuneops-ledger"

@@ -16,21 +16,25 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from tuneops.errors import VersionNotFoundError
 from tuneops.registry.conventions import CHAMPION, TAG_ENDPOINT_MODEL, TAG_JOB_ID, TAG_RUN_KIND
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import links_from_version
 from tuneops.registry.types import RegisteredVersion, RegistrationRequest
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, CHAMPION as CHAMPION_LABEL, EvaluationResult
-from tuneops.tasks.evaluation.pipeline import model_under_test
+from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, EvaluationResult, model_under_test
+from tuneops.tasks.evaluation.pipeline import CHAMPION as CHAMPION_LABEL
 from tuneops.tasks.evaluation.types import ModelUnderTest
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 
-from tuneops.errors import VersionNotFoundError
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
-
-API_KEY_ENV = {"local": "TUNEOPS_LOCAL_API_KEY", "openai": "OPENAI_API_KEY", "azure-openai": "AZURE_OPENAI_API_KEY"}
+API_KEY_ENV = {
+    "local": "TUNEOPS_LOCAL_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "azure-openai": "AZURE_OPENAI_API_KEY",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,9 @@ class RetrainOutcome:
 
 
 @task(name="open-finetune-run", cache_policy=NO_CACHE)
-def open_finetune_run(spec: Spec, settings: TuneopsSettings, job: FineTuneJob, dataset: DatasetVersion) -> str:
+def open_finetune_run(
+    spec: Spec, settings: TuneopsSettings, job: FineTuneJob, dataset: DatasetVersion
+) -> str:
     """The MLflow run that records this job: found by ``tuneops.job_id``, else started now.
 
     Dataset inputs are logged when the run is created, so each split is a lineage input of the
@@ -89,7 +95,9 @@ def open_finetune_run(spec: Spec, settings: TuneopsSettings, job: FineTuneJob, d
 
 
 @task(name="find-registered-version", cache_policy=NO_CACHE)
-def find_registered_version(spec: Spec, settings: TuneopsSettings, job: FineTuneJob) -> RegisteredVersion | None:
+def find_registered_version(
+    spec: Spec, settings: TuneopsSettings, job: FineTuneJob
+) -> RegisteredVersion | None:
     """The version an earlier run registered for ``job``, if any."""
     store = RegistryStore(settings.tracking_uri or "", settings.artifact_root)
     return store.find_version_by_job(spec.model.name, job.id)

@@ -13,7 +13,12 @@ def test_one_line_folds_whitespace_and_appends_the_hint():
 
 def test_usage_errors_exit_2_and_everything_is_a_tuneops_error():
     assert errors.UsageError("x").exit_code == 2
-    for cls in (errors.SpecError, errors.TransientProviderError, errors.PromotionRefusedError, errors.ServiceError):
+    for cls in (
+        errors.SpecError,
+        errors.TransientProviderError,
+        errors.PromotionRefusedError,
+        errors.ServiceError,
+    ):
         assert issubclass(cls, errors.TuneopsError)
     assert issubclass(errors.PromotionRefusedError, errors.UserError)
 

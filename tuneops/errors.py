@@ -77,9 +77,7 @@ class VersionNotFoundError(StoreError):
 class ProviderError(TuneopsError):
     """A model provider failed. ``status_code`` is the HTTP status when there was one."""
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, status_code: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, status_code: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status_code = status_code
 

@@ -52,7 +52,8 @@ class TuneopsSettings(BaseSettings):
     artifact_root: str | None = None
     state_db_url: str | None = None
     s3_endpoint_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("TUNEOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        default=None,
+        validation_alias=AliasChoices("TUNEOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
     )
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("TUNEOPS_OPENAI_API_KEY", "OPENAI_API_KEY")

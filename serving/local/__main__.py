@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     import torch
     import uvicorn
+
     from tuneops.serving.local.app import build_asgi
     from tuneops.serving.local.service import LocalService, ServiceConfig
     from tuneops.serving.local.tinymodel import TINY_MODEL_ID

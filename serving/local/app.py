@@ -21,12 +21,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tuneops.errors import TuneopsError
 from tuneops.serving.local.chat import ChunkFactory, completion, parse_chat_request
 from tuneops.serving.local.inference import GenerationResult, ModelCache, PromptTooLong, SamplingParams
 from tuneops.serving.local.rules import ApiError
 from tuneops.serving.local.service import LocalService
-
-from tuneops.errors import TuneopsError
 
 log = logging.getLogger("tuneops.serving.local")
 DEFAULT_PAGE = 20

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneops.errors import ServiceError
 from tuneops.serving.local.chatdata import ChatFileError, parse_chat_jsonl
 from tuneops.serving.local.rules import (
     MIN_TRAINING_EXAMPLES,
@@ -46,8 +47,6 @@ from tuneops.serving.local.rules import (
 from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model, is_built
 from tuneops.serving.local.training import TrainingCallbacks, TrainingCancelled, latest_checkpoint
-
-from tuneops.errors import ServiceError
 
 log = logging.getLogger("tuneops.serving.local")
 MAX_RESUMES = 3

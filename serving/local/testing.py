@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tuneops.serving.local.launcher import ServiceProcess, start_service
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
 

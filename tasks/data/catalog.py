@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from tuneops.errors import StoreError, UsageError, VersionNotFoundError
+from tuneops.settings import TuneopsSettings
 from tuneops.tasks.data.layout import MANIFEST, split_key, version_prefix
 from tuneops.tasks.data.store import DataStore, open_store
 from tuneops.tasks.data.types import DatasetVersion, SplitName
 from tuneops.tasks.data.version import version_from_manifest
-
-from tuneops.errors import StoreError, UsageError, VersionNotFoundError
-from tuneops.settings import TuneopsSettings
 
 MIN_DIGEST_PREFIX = 6
 

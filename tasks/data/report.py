@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from tuneops.tasks.data.validate import (
     CODES,
     MAX_DISTINCT_SYSTEM_PROMPTS,

@@ -20,11 +20,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tuneops.errors import DatasetError, UsageError
 from tuneops.tasks.data.report import ReportBuilder, ValidationReport
 from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
 from tuneops.tasks.data.validate import ChunkChecker, ChunkResult, Problem, ValidationOptions
-
-from tuneops.errors import DatasetError, UsageError
 
 BLOCK_BYTES = 4 * 1024 * 1024
 PARALLEL_THRESHOLD_BYTES = 16 * 1024 * 1024

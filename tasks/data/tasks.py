@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 from tuneops.tasks.data.catalog import store_for
 from tuneops.tasks.data.store import TransientStoreError
 from tuneops.tasks.data.tracking import log_dataset_inputs as _log_dataset_inputs
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.data.version import version_from_spec
-
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
 
 
 def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:

@@ -14,9 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion
-
 from tuneops.errors import RegistryError
+from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion
 
 MLFLOW_DIGEST_LENGTH = 36
 

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+
+from tuneops.errors import DatasetError, StoreError, UsageError
+from tuneops.spec import Spec, SplitConfig, SystemPromptConfig
 from tuneops.tasks.data.layout import (
     TEST,
     TRAIN,
@@ -45,9 +48,6 @@ from tuneops.tasks.data.store import DataStore
 from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
 from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion, SplitFile
 from tuneops.tasks.data.validate import ValidationOptions
-
-from tuneops.errors import DatasetError, StoreError, UsageError
-from tuneops.spec import Spec, SplitConfig, SystemPromptConfig
 
 MANIFEST_SCHEMA = "tuneops.dataset/v1"
 FLUSH_BYTES = 1 << 20

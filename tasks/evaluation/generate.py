@@ -26,6 +26,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tuneops.errors import ProviderAuthError, ProviderError
 from tuneops.tasks.evaluation.types import (
     Answer,
     GenerationSettings,
@@ -34,8 +36,6 @@ from tuneops.tasks.evaluation.types import (
     ModelUnderTest,
     TestExample,
 )
-
-from tuneops.errors import ProviderAuthError, ProviderError
 
 CACHE_VERSION = 1
 MAX_ATTEMPTS = 6

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
@@ -31,9 +33,6 @@ from tuneops.tasks.evaluation.types import (
     TestExample,
     examples_digest,
 )
-
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +282,7 @@ def _score_and_decide(
     if log_to_mlflow:
         run_id = log_evaluation_run(
             tracking_uri=str(settings.tracking_uri),
-            artifact_root=str(settings.artifact_root),
+            artifact_root=settings.artifact_root,
             experiment_name=spec.model.name,
             examples=examples,
             answers=answers,

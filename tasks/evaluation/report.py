@@ -13,11 +13,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from tuneops.errors import StoreError
 from tuneops.tasks.evaluation.rules import PromotionDecision
 from tuneops.tasks.evaluation.summary import Comparisons
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
-
-from tuneops.errors import StoreError
 
 STAGE_TAG = "tuneops.stage"
 _METRICS_PER_CALL = 1000
@@ -106,7 +105,7 @@ def comparison_figure(summaries: Sequence[ModelSummary]) -> Any:
 def log_evaluation_run(
     *,
     tracking_uri: str,
-    artifact_root: str,
+    artifact_root: str | None,
     experiment_name: str,
     examples: Sequence[TestExample],
     answers: Sequence[ModelAnswers],
@@ -132,21 +131,16 @@ def log_evaluation_run(
         StoreError: MLflow could not be written to.
     """
     from mlflow import MlflowClient
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
+    from tuneops.registry.mlflow_store import RegistryStore
+    from tuneops.tasks.data.tracking import dataset_source
+
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
-        experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else client.create_experiment(
-                experiment_name, artifact_location=f"{artifact_root.rstrip('/')}/{experiment_name}"
-            )
-        )
+        experiment_id = RegistryStore(tracking_uri, artifact_root).ensure_experiment(experiment_name)
         candidate = decision.candidate
         tags = {STAGE_TAG: "evaluation", "tuneops.gate": "passed" if decision.passed else "failed"}
         tags.update(extra_tags or {})
@@ -168,7 +162,7 @@ def log_evaluation_run(
             client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
             warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(split_uri)
+            source = dataset_source(split_uri)
         dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own class, profile is optional
             source=source, name=dataset_name, digest=split_sha256[:36]
         )

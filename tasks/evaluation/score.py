@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneops.errors import ProviderError, SpecError
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator, RefusalEvaluator
 from tuneops.tasks.evaluation.nltk_data import NLTK_EVALUATOR_NEEDS, ensure_nltk_data
 from tuneops.tasks.evaluation.types import ModelAnswers, TestExample
-
-from tuneops.errors import ProviderError, SpecError
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from tuneops.tasks.evaluation.pipeline import EvaluationResult, evaluate_candidate
-from tuneops.tasks.evaluation.types import ModelUnderTest
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.evaluation.pipeline import EvaluationResult, evaluate_candidate
+from tuneops.tasks.evaluation.types import ModelUnderTest
 
 GATE_FAILED_EVENT = "tuneops.gate.failed"
 

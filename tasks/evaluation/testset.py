@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuneops.tasks.evaluation.types import TestExample
-
 from tuneops.errors import DatasetError
+from tuneops.tasks.evaluation.types import TestExample
 
 
 def read_test_split(path: Path, *, max_rows: int | None = None) -> list[TestExample]:

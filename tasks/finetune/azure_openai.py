@@ -17,9 +17,6 @@ from typing import Any
 
 import httpx
 import openai
-from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
-from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, poll_interval, retry_delay, should_retry
-from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 
 from tuneops.errors import (
     FineTuneFailedError,
@@ -30,6 +27,9 @@ from tuneops.errors import (
     TransientProviderError,
 )
 from tuneops.spec import AzureOpenAIProviderConfig
+from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, poll_interval, retry_delay, should_retry
+from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 
 MANAGEMENT_API_VERSION = "2024-10-01"
 """Microsoft.CognitiveServices management API version used for deployments."""

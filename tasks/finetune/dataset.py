@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneops.tasks.data.types import DatasetVersion
-
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.data.types import DatasetVersion
 
 
 def resolve_dataset(spec: Spec, settings: TuneopsSettings, ref: str | None = None) -> DatasetVersion:

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import openai
+
+from tuneops.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejectedError,
+    TransientProviderError,
+)
 from tuneops.tasks.finetune.rules import normalize_status, upload_filename
 from tuneops.tasks.finetune.types import (
     FineTuneJob,
@@ -23,13 +30,6 @@ from tuneops.tasks.finetune.types import (
     InferenceTarget,
     TrainingEvent,
     UploadedFile,
-)
-
-from tuneops.errors import (
-    ProviderAuthError,
-    ProviderError,
-    ProviderRejectedError,
-    TransientProviderError,
 )
 
 _PAGE = 100

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tuneops.errors import ProviderAuthError
 from tuneops.tasks.finetune.types import (
     FineTuneJob,
     FineTuneRequest,
@@ -16,8 +17,6 @@ from tuneops.tasks.finetune.types import (
     TrainingEvent,
     UploadedFile,
 )
-
-from tuneops.errors import ProviderAuthError
 
 if TYPE_CHECKING:
     from tuneops.settings import TuneopsSettings

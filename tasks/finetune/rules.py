@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
-
 from tuneops.errors import BudgetExceededError
+from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
 
 IDEMPOTENCY_METADATA_KEY = "tuneops_idempotency_key"
 """Metadata key carrying the idempotency key on every job we create (≤ 64 chars, as OpenAI asks)."""

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tuneops.errors import FineTuneFailedError, TransientProviderError, UsageError
+from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.provider import FineTuneProvider
 from tuneops.tasks.finetune.rules import (
@@ -30,9 +32,6 @@ from tuneops.tasks.finetune.rules import (
     should_retry,
 )
 from tuneops.tasks.finetune.types import FineTuneJob, FineTuneRequest
-
-from tuneops.errors import FineTuneFailedError, TransientProviderError, UsageError
-from tuneops.spec import Spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+
+from tuneops.errors import FineTuneFailedError
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.dataset import local_split_path
 from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
@@ -17,10 +21,6 @@ from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_nam
 from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 from tuneops.tasks.finetune.wait import LoggedProgress, follow_job, progress_listener
-
-from tuneops.errors import FineTuneFailedError
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
 
 
 def _estimated_tokens(job: FineTuneJob) -> int | None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from tuneops.tasks.finetune.rules import new_metric_events
-from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
 from tuneops.errors import RegistryError
 from tuneops.settings import TuneopsSettings
+from tuneops.tasks.finetune.rules import new_metric_events
+from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
 _BATCH = 1000
 LOSS_CURVE_DIR = "finetune"

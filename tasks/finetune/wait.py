@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 
+from tuneops.errors import FineTuneFailedError, ProviderError, TransientProviderError
 from tuneops.tasks.finetune.provider import FineTuneProvider
 from tuneops.tasks.finetune.rules import (
     PollPolicy,
@@ -24,8 +25,6 @@ from tuneops.tasks.finetune.rules import (
     should_retry,
 )
 from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
-
-from tuneops.errors import FineTuneFailedError, ProviderError, TransientProviderError
 
 log = logging.getLogger(__name__)
 

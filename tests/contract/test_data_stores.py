@@ -7,9 +7,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from tuneops.tasks.data.store import DataStore, LocalStore, S3Store, TransientStoreError, open_store
 
 from tuneops.errors import StoreError, UsageError
+from tuneops.tasks.data.store import DataStore, LocalStore, S3Store, TransientStoreError, open_store
 
 
 @pytest.fixture(params=["file", "s3"])

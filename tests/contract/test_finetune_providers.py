@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tuneops.errors import FineTuneFailedError, ProviderAuthError, SpecError
+from tuneops.spec import AzureOpenAIProviderConfig
 from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
 from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
 from tuneops.tasks.finetune.provider import FineTuneProvider
 from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, PollPolicy
 from tuneops.tasks.finetune.types import FineTuneRequest, JobStatus
 from tuneops.tasks.finetune.wait import follow_job
-
-from tuneops.errors import FineTuneFailedError, ProviderAuthError, SpecError
-from tuneops.spec import AzureOpenAIProviderConfig
 from tuneops.testing.azure_stub import AzureOpenAIStubServer
 from tuneops.testing.openai_stub import OpenAIStubServer
 

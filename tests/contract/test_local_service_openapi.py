@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, local_service, tiny_test_model  # noqa: F401
 

@@ -44,7 +44,8 @@ def databases(postgres_url: str) -> Iterator[dict[str, str]]:
     with admin.connect() as conn:
         for name in names.values():
             conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
@@ -65,7 +66,9 @@ def test_retrain_against_mlflow_and_prefect_servers_on_postgres_with_s3(
         env={**aws, "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url},
     )
     prefect_server = start_prefect_server(
-        database_url=f"postgresql+asyncpg://{databases['prefect']}", log_dir=tmp_path / "logs", home=tmp_path / "ph"
+        database_url=f"postgresql+asyncpg://{databases['prefect']}",
+        log_dir=tmp_path / "logs",
+        home=tmp_path / "ph",
     )
     with mlflow_server, prefect_server:
         state_url = f"postgresql+psycopg2://{databases['state']}"
@@ -93,7 +96,9 @@ def test_retrain_against_mlflow_and_prefect_servers_on_postgres_with_s3(
         # S3: the dataset version and MLflow's artifacts both live in the bucket
         s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-        assert any(k.startswith("datasets/datasets/claims/") and k.endswith("manifest.json") for k in keys), keys
+        assert any(k.startswith("datasets/datasets/claims/") and k.endswith("manifest.json") for k in keys), (
+            keys
+        )
         assert any(k.startswith("mlflow/") and k.endswith("MLmodel") for k in keys), keys
         assert not (retrain_project.directory / ".tuneops" / "mlartifacts").exists()
 

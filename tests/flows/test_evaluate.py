@@ -89,6 +89,7 @@ def emitted(name: str) -> list[object]:
 def test_flow_passes_logs_to_mlflow_and_publishes_the_table(project: Path, stub: ChatStub) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
     from tuneops.flows.evaluate import evaluate
 
     result = evaluate(spec_path=str(project / "tuneops.yaml"), candidate_model="ft:spell")
@@ -132,11 +133,10 @@ def cli(
 def test_cli_eval_on_a_dataset_version(
     project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tuneops.tasks.data.catalog import store_for
-    from tuneops.tasks.data.version import version_from_spec
-
     from tuneops.settings import TuneopsSettings
     from tuneops.spec import load_spec
+    from tuneops.tasks.data.catalog import store_for
+    from tuneops.tasks.data.version import version_from_spec
 
     spec, _ = load_spec(project / "tuneops.yaml")
     settings = TuneopsSettings.load(project)

@@ -33,8 +33,12 @@ def tuneops_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeou
     """Run the ``tuneops`` command as a user would, in ``cwd``."""
     return subprocess.run(
         [sys.executable, "-m", "tuneops.cli.main", *args],
-        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def service_jobs(project: RetrainProject) -> list:
@@ -141,9 +145,12 @@ def test_killed_at_each_stage_boundary_and_rerun_gives_one_job_and_one_version(
     for boundary in (job_created, job_succeeded, evaluated, registered):
         process = subprocess.Popen(
             [sys.executable, "-m", "tuneops.cli.main", "run", "--no-progress"],
-            cwd=retrain_project.directory, env={**os.environ, **env}, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=retrain_project.directory,
+            env={**os.environ, **env},
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if _kill_when(process, boundary):
             killed_at.append(boundary.__name__)
     assert killed_at, "no run was killed: the test exercised nothing"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import links_from_version, register_model

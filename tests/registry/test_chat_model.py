@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tuneops.registry.chat_model import EndpointChatModel, to_conversations
 
 from tuneops.errors import ProviderAuthError, TransientProviderError, UsageError
+from tuneops.registry.chat_model import EndpointChatModel, to_conversations
 
 HELLO = [{"role": "user", "content": "hello"}]
 

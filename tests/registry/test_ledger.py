@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tuneops.registry.ledger import Ledger, ledger_table
-from tuneops.registry.types import AliasMove
 
 from tuneops.errors import StoreError
+from tuneops.registry.ledger import Ledger, ledger_table
+from tuneops.registry.types import AliasMove
 from tuneops.statedb import make_engine
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+
+from tuneops.errors import UsageError, VersionNotFoundError
 from tuneops.registry.conventions import ModelRef
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.lineage import SCHEMA_VERSION, build_lineage
@@ -15,8 +17,6 @@ from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote
 from tuneops.registry.render import ledger_table, lineage_tree
 from tuneops.tasks.data.store import open_store
-
-from tuneops.errors import UsageError, VersionNotFoundError
 
 M = "support-bot"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tuneops.registry.conventions import OBSERVED_ACTOR, ModelRef
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.lineage import build_lineage

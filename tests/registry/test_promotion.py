@@ -6,12 +6,12 @@ import threading
 from typing import Any
 
 import pytest
+
+from tuneops.errors import PromotionRefusedError, VersionNotFoundError
 from tuneops.registry.conventions import OBSERVED_ACTOR
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote, reconcile, rollback
-
-from tuneops.errors import PromotionRefusedError, VersionNotFoundError
 
 M = "support-bot"
 

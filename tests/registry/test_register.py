@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import mlflow_digest, register_model
 

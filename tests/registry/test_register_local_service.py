@@ -6,6 +6,7 @@ from typing import Any
 
 import mlflow
 import pytest
+
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import register_model
 from tuneops.registry.types import RegistrationRequest

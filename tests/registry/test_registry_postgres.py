@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
 from tuneops.registry.conventions import ModelRef
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.lineage import build_lineage

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from prefect import flow
+
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.tasks import register_model_task, set_challenger_task

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.webhooks import WEBHOOK_ACTOR, WebhookReceiver, signature, verify

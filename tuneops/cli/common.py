@@ -21,7 +21,7 @@ SpecOption = Annotated[
     Path,
     typer.Option(
         "--spec",
-        help=f"The project's spec file; its folder is the project (state under .tuneops/).",
+        help="The project's spec file; its folder is the project (state under .tuneops/).",
         show_default=True,
     ),
 ]

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project, use_project_prefect_home
+from tuneops.cli.common import (
+    DEFAULT_SPEC,
+    Project,
+    SpecOption,
+    console,
+    load_project,
+    use_project_prefect_home,
+)
 
 if TYPE_CHECKING:
     from tuneops.tasks.retrain import RetrainOutcome
@@ -27,7 +34,9 @@ def register(app: typer.Typer) -> None:
 
 def run(
     spec: SpecOption = DEFAULT_SPEC,
-    reason: Annotated[str, typer.Option(help="Why this run happens; recorded with the evaluation.")] = "manual",
+    reason: Annotated[
+        str, typer.Option(help="Why this run happens; recorded with the evaluation.")
+    ] = "manual",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Draw progress bars.")] = True,
 ) -> None:
     """Run the whole pipeline: version data → fine-tune → evaluate vs base (+champion) → gate → register.

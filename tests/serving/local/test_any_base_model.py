@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tuneops.serving.local.inference import ModelCache, SamplingParams
 from tuneops.serving.local.service import LocalService, ServiceConfig
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples

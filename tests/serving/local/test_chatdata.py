@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tuneops.serving.local.chatdata import ChatFileError, Message, as_dicts, parse_chat_jsonl
 
 

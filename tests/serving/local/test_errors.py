@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, serve_locally
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
+
 from tuneops.serving.local.chatdata import parse_chat_jsonl
 from tuneops.serving.local.launcher import ServiceProcess
 
@@ -24,6 +25,7 @@ def test_fine_tuned_validation_loss_is_lower_than_the_base(
     local_service: ServiceProcess, tiny_test_model: Path
 ) -> None:
     from peft import PeftModel
+
     from tuneops.serving.local.training import answer_loss, load_causal_lm
 
     client = OpenAI(base_url=local_service.base_url, api_key="unused", max_retries=0)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
+
+from tuneops.errors import ServiceError
 from tuneops.serving.local.launcher import (
     ServiceProcess,
     answers_openai,
@@ -14,9 +17,6 @@ from tuneops.serving.local.launcher import (
     running_service,
     start_service,
 )
-from typer.testing import CliRunner
-
-from tuneops.errors import ServiceError
 from tuneops.settings import TuneopsSettings
 
 pytestmark = pytest.mark.slow

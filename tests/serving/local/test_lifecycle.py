@@ -6,6 +6,7 @@ import time
 
 import pytest
 from openai import OpenAI
+
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples
 

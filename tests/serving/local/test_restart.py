@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
+
 from tuneops.serving.local.launcher import start_service
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples
 

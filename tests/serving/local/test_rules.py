@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tuneops.errors import ProviderRejectedError
 from tuneops.serving.local.rules import (
     ApiError,
     Hyperparameters,
@@ -23,8 +25,6 @@ from tuneops.serving.local.rules import (
     validate_metadata,
     validate_suffix,
 )
-
-from tuneops.errors import ProviderRejectedError
 
 
 def test_api_error_is_a_provider_rejection_with_openai_body() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tuneops.serving.local.rules import ApiError
 from tuneops.serving.local.service import LocalService, ServiceConfig
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 
 from tuneops.errors import StoreError
+from tuneops.serving.local.store import CheckpointRecord, FileRecord, ServiceStore
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tuneops.serving.local.chatdata import parse_chat_jsonl
 from tuneops.serving.local.rules import Hyperparameters
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples

@@ -8,12 +8,12 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-from tuneops.tasks.data.store import LocalStore
-from tuneops.tasks.data.tracking import log_dataset_inputs, mlflow_digest
-from tuneops.tasks.data.version import DatasetSources, version_files
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
+from tuneops.tasks.data.store import LocalStore
+from tuneops.tasks.data.tracking import log_dataset_inputs, mlflow_digest
+from tuneops.tasks.data.version import DatasetSources, version_files
 
 from .conftest import valid_rows, write_jsonl
 
@@ -53,6 +53,7 @@ def test_splits_logged_as_run_inputs_with_manifest(tmp_path: Path, mlflow_store)
 @pytest.mark.slow
 def test_version_dataset_task_in_a_flow(tmp_path: Path, prefect_harness):
     from prefect import flow
+
     from tuneops.tasks.data.tasks import version_dataset
 
     project = tmp_path / "project"

@@ -9,11 +9,11 @@ import pytest
 import tiktoken
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tuneops.errors import UsageError
 from tuneops.tasks.data.scan import scan_file, validate_file
 from tuneops.tasks.data.tokens import count_tokens
 from tuneops.tasks.data.validate import CODES, ValidationOptions, check_lines, estimate_epochs
-
-from tuneops.errors import UsageError
 
 from .conftest import SYSTEM, example, valid_rows, write_jsonl
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from tuneops.tasks.data.catalog import list_versions, materialize_split, resolve_version
-from tuneops.tasks.data.layout import assign_split, version_digest
-from tuneops.tasks.data.store import LocalStore, open_store
-from tuneops.tasks.data.version import DatasetSources, version_files
 
 from tuneops.errors import DatasetError, UsageError, VersionNotFoundError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SplitConfig, SystemPromptConfig
+from tuneops.tasks.data.catalog import list_versions, materialize_split, resolve_version
+from tuneops.tasks.data.layout import assign_split, version_digest
+from tuneops.tasks.data.store import LocalStore, open_store
+from tuneops.tasks.data.version import DatasetSources, version_files
 
 from .conftest import example, valid_rows, write_jsonl
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tuneops.tasks.evaluation.nltk_data import APT_PACKAGES, ensure_nltk_data
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.evaluation.nltk_data import APT_PACKAGES, ensure_nltk_data
 from tuneops.testing.chat_stub import ChatStub, Messages, StubConfig, running_chat_stub
 
 CAPITALS = [

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from openai import OpenAI
+
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import local_service, tiny_test_model  # noqa: F401 - fixtures
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
-
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
+from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
+
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator, RefusalEvaluator, is_refusal
 
 SCHEMA = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from tuneops.errors import ProviderAuthError, ProviderError
 from tuneops.tasks.evaluation.generate import build_messages, cache_key, generate_answers, require_complete
 from tuneops.tasks.evaluation.testset import read_test_split
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelUnderTest, TestExample
-
-from tuneops.errors import ProviderAuthError, ProviderError
 from tuneops.testing.chat_stub import ChatStub, StubConfig, running_chat_stub
 
 from .conftest import QUESTIONS, STUB_KEY, SYSTEM, stub_answer

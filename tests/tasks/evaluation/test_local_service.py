@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import (  # noqa: F401 - pytest fixtures
     as_jsonl,
@@ -13,9 +14,8 @@ from tuneops.serving.local.testing import (  # noqa: F401 - pytest fixtures
     tiny_test_model,
 )
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
-
 from tuneops.settings import TuneopsSettings
+from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
 
 from .conftest import make_spec
 

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from tuneops.tasks.evaluation import nltk_data
 from tuneops.tasks.evaluation.nltk_data import RESOURCES, available_resources, ensure_nltk_data
 

@@ -14,6 +14,9 @@ from urllib.parse import urlparse
 
 import pytest
 from mlflow import MlflowClient
+
+from tuneops.errors import ProviderError
+from tuneops.settings import TuneopsSettings
 from tuneops.tasks.evaluation.pipeline import (
     BASE,
     CANDIDATE,
@@ -23,9 +26,6 @@ from tuneops.tasks.evaluation.pipeline import (
     evaluate_candidate,
     model_under_test,
 )
-
-from tuneops.errors import ProviderError
-from tuneops.settings import TuneopsSettings
 from tuneops.testing.chat_stub import ChatStub, StubConfig, running_chat_stub
 
 from .conftest import STUB_KEY, make_spec, stub_answer

@@ -7,10 +7,10 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tuneops.tasks.evaluation.rules import Gate, ModelScores, decide_promotion
-from tuneops.tasks.evaluation.stats import Interval
 
 from tuneops.spec import GateConfig
+from tuneops.tasks.evaluation.rules import Gate, ModelScores, decide_promotion
+from tuneops.tasks.evaluation.stats import Interval
 
 
 def scores(

@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
+
+from tuneops.errors import SpecError
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.score import check_metrics, score_answers
 from tuneops.tasks.evaluation.types import Answer, ModelAnswers, ModelUnderTest, TestExample
-
-from tuneops.errors import SpecError
 
 EXAMPLES = [
     TestExample(0, (("user", "What is the capital of Norway?"),), "The capital of Norway is Oslo."),
@@ -115,7 +115,6 @@ def test_llm_judges_run_against_any_openai_compatible_endpoint(tmp_path: Path) -
     import json
 
     from tuneops.tasks.evaluation.score import JudgeEndpoint
-
     from tuneops.testing.chat_stub import StubConfig, running_chat_stub
 
     def judge(model: str, messages: list[dict[str, object]]) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tuneops.tasks.evaluation.stats import Interval, bootstrap_mean, paired_bootstrap, percentile
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
 from tuneops.tasks.evaluation.types import Answer, ModelAnswers, ModelUnderTest
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from tuneops.tasks.evaluation.sources import resolve_test_split
-from tuneops.tasks.evaluation.testset import read_test_split
 
 from tuneops.errors import DatasetError, UsageError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.evaluation.sources import resolve_test_split
+from tuneops.tasks.evaluation.testset import read_test_split
 
 
 def row(*turns: tuple[str, str]) -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec
 from tuneops.tasks.data.catalog import store_for
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.data.version import version_from_spec
 from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
-
-from tuneops.settings import TuneopsSettings
-from tuneops.spec import Spec
 from tuneops.testing.openai_stub import OpenAIStubServer
 
 FAKE_KEY = "sk-tuneops-test-3f9a7c1e5d"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
-from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
-from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
-from tuneops.tasks.finetune.provider import LOCAL_PLACEHOLDER_KEY, FineTuneProvider, provider_for
 
 from tuneops.errors import ProviderAuthError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import AzureOpenAIProviderConfig, LocalProviderConfig, OpenAIProviderConfig
+from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
+from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+from tuneops.tasks.finetune.provider import LOCAL_PLACEHOLDER_KEY, FineTuneProvider, provider_for
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tuneops.tasks.finetune import rules
-from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
 
 from tuneops.errors import BudgetExceededError
+from tuneops.tasks.finetune import rules
+from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
 
 KEY_ARGS = {
     "dataset_digests": {"train": "a" * 64, "validation": "b" * 64},

@@ -8,11 +8,6 @@ because the real one can't be reached from here and can't be made to fail on cue
 from __future__ import annotations
 
 import pytest
-from tuneops.tasks.finetune.dataset import local_split_path
-from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
-from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, RetryPolicy
-from tuneops.tasks.finetune.tasks import submit_job_for
-from tuneops.tasks.finetune.types import JobStatus
 
 from tuneops.errors import (
     BudgetExceededError,
@@ -22,6 +17,11 @@ from tuneops.errors import (
     TransientProviderError,
 )
 from tuneops.settings import TuneopsSettings
+from tuneops.tasks.finetune.dataset import local_split_path
+from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
+from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, RetryPolicy
+from tuneops.tasks.finetune.tasks import submit_job_for
+from tuneops.tasks.finetune.types import JobStatus
 from tuneops.testing.openai_stub import Fault
 
 from .conftest import FAKE_KEY
@@ -165,9 +165,8 @@ def test_a_failed_job_is_reported_not_silently_replaced(stub, make_spec, project
 
 
 def test_lora_settings_go_to_the_local_service_only() -> None:
-    from tuneops.tasks.finetune.submit import hyperparameters_for
-
     from tuneops.spec import Spec
+    from tuneops.tasks.finetune.submit import hyperparameters_for
 
     base = {
         "model": {"name": "m", "base_model": "tuneops-tiny"},

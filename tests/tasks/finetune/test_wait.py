@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tuneops.errors import FineTuneFailedError, ProviderError, TransientProviderError
 from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
 from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy
 from tuneops.tasks.finetune.tasks import submit_job_for, wait_for_job
 from tuneops.tasks.finetune.tracking import LOSS_CURVE_ARTIFACT
 from tuneops.tasks.finetune.types import JobStatus
-
-from tuneops.errors import FineTuneFailedError, ProviderError, TransientProviderError
 from tuneops.testing.openai_stub import Fault, OpenAIStubServer
 
 FAST_POLL = PollPolicy(initial=0.01, max_interval=0.02)
@@ -118,9 +118,8 @@ def test_azure_job_is_deployed_and_the_deployment_is_what_inference_calls(
     make_spec, settings, dataset
 ) -> None:
     """PROTOCOL TEST: ``AzureOpenAIStubServer`` speaks Azure OpenAI's documented shapes; it is not Azure."""
-    from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
-
     from tuneops.spec import AzureOpenAIProviderConfig
+    from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
     from tuneops.testing.azure_stub import AzureOpenAIStubServer
 
     class Token:
