@@ -252,6 +252,7 @@ async def generate_answers_async(
         for ex in examples
         if ex.index in cached
     }
+    started = time.perf_counter()
     if todo:
         semaphore = asyncio.Semaphore(concurrency)
         client = openai.AsyncOpenAI(
@@ -293,7 +294,8 @@ async def generate_answers_async(
     ordered = tuple(results[ex.index] for ex in examples)
     if path and todo:
         _save_cache(path, ordered)
-    return ModelAnswers(model, ordered, cached=not todo)
+    wall = time.perf_counter() - started if todo else 0.0
+    return ModelAnswers(model, ordered, cached=not todo, wall_seconds=wall)
 
 
 def generate_answers(model: ModelUnderTest, examples: Sequence[TestExample], **kwargs: Any) -> ModelAnswers:

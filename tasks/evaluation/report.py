@@ -156,6 +156,8 @@ def log_evaluation_run(
         now = _now_ms()
         metric_rows = _metric_rows(summaries, comparisons, candidate)
         metric_rows["gate.passed"] = 1.0 if decision.passed else 0.0
+        for a in answers:  # wall time spent answering now (0 when the answers came from the cache)
+            metric_rows[f"{a.label}.generation_seconds"] = round(a.wall_seconds, 3)
         metrics = [Metric(k, v, now, 0) for k, v in metric_rows.items()]
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         for start in range(0, len(metrics), _METRICS_PER_CALL):

@@ -140,6 +140,7 @@ class ModelAnswers:
     model: ModelUnderTest
     answers: tuple[Answer, ...]
     cached: bool = False
+    wall_seconds: float = 0.0  # time spent answering in this call (0 when all came from the cache)
 
     @property
     def label(self) -> str:

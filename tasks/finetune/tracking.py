@@ -110,6 +110,9 @@ class FineTuneTracker:
                 Metric("trained_tokens", job.trained_tokens, now, 0),
                 Metric("cost_usd", job.trained_tokens * price_per_million / 1_000_000, now, 0),
             ]
+        if job.created_at is not None and job.finished_at is not None:
+            # queue + training time at the provider, as it reports it (whole seconds)
+            metrics.append(Metric("provider_seconds", job.finished_at - job.created_at, now, 0))
         tags = [RunTag("tuneops.job_status", str(job.status))]
         if job.endpoint_model:
             tags.append(RunTag("tuneops.endpoint_model", job.endpoint_model))

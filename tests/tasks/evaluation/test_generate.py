@@ -86,6 +86,7 @@ def test_the_cache_means_a_rerun_sends_no_request(stub: ChatStub, test_file: Pat
     sent = stub.stats.requests
     again = generate_answers(model(stub), examples, **kwargs)
     assert stub.stats.requests == sent and again.cached and again.answers == first.answers
+    assert first.wall_seconds > 0 and again.wall_seconds == 0, "cached answers cost no generation time"
     # Other generation settings or another dataset digest: generated anew.
     generate_answers(model(stub), examples, **{**kwargs, "settings": GenerationSettings(max_tokens=64)})
     assert stub.stats.requests == 2 * sent
