@@ -1,0 +1,97 @@
+"""Orchestration overhead of ``tuneops run``: wall time minus the time inside training and generation.
+
+Runs the real command on a fresh copy of the example project (embedded default: local tuning
+service, SQLite MLflow, Prefect's ephemeral server, local data store), then reads from MLflow:
+
+- ``provider_seconds`` of the fine-tune run: queue + training time as the service reports it;
+- ``<model>.generation_seconds`` of the evaluation run: wall time spent answering test rows.
+
+Overhead = total wall time - training - generation: Prefect (ephemeral server start, task
+bookkeeping), starting the local service, versioning, MLflow logging, scoring, registration,
+and the polling latency of the wait. Goal (issue 6): under 15 s and under 20% of the run.
+The base model is built before timing starts (it is built once per machine, not per run).
+
+    python bench/orchestration_bench.py            # the example spec as shipped
+    python bench/orchestration_bench.py --epochs 2 # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
+from tuneops.settings import QUIET_ENVIRONMENT
+
+CACHE = Path(__file__).resolve().parent / "out" / "tiny-default"
+
+
+def run_tuneops(project: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "tuneops.cli.main", "run", "--no-progress"],
+        cwd=project,
+        env={**os.environ, **QUIET_ENVIRONMENT},
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"tuneops run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def inside_model_time(project: Path, model_name: str) -> tuple[float, float]:
+    """(training seconds, generation seconds) as logged by the run's stages."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / '.tuneops' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(model_name)
+    runs = client.search_runs([experiment.experiment_id])
+    training = sum(r.data.metrics.get("provider_seconds", 0.0) for r in runs if "tuneops.kind" in r.data.tags)
+    generation = sum(
+        value
+        for r in runs
+        if r.data.tags.get("tuneops.stage") == "evaluation"
+        for key, value in r.data.metrics.items()
+        if key.endswith(".generation_seconds")
+    )
+    return training, generation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, help="override finetune.hyperparameters.n_epochs")
+    args = parser.parse_args()
+
+    base = ensure_tiny_model(CACHE / TINY_MODEL_ID, "default")
+    with tempfile.TemporaryDirectory(prefix="tuneops-bench-") as tmp:
+        project = Path(tmp) / "project"
+        subprocess.run([sys.executable, "-m", "tuneops.cli.main", "init", str(project)], check=True, capture_output=True)
+        shutil.copytree(base, project / ".tuneops" / "models" / "base" / TINY_MODEL_ID)
+        spec = project / "tuneops.yaml"
+        if args.epochs:
+            spec.write_text(re.sub(r"n_epochs: \d+", f"n_epochs: {args.epochs}", spec.read_text()))
+        model_name = re.search(r"^  name: (\S+)", spec.read_text(), re.M).group(1)  # type: ignore[union-attr]
+
+        total = run_tuneops(project)
+        training, generation = inside_model_time(project, model_name)
+        rerun = run_tuneops(project)
+
+    overhead = total - training - generation
+    print(f"tuneops run, fresh project:   {total:7.1f} s wall")
+    print(f"  inside training (service):  {training:7.1f} s")
+    print(f"  inside generation (eval):   {generation:7.1f} s")
+    print(f"  orchestration overhead:     {overhead:7.1f} s = {overhead / total:.1%} of the run (goal < 15 s, < 20%)")
+    print(f"re-run, unchanged inputs:     {rerun:7.1f} s wall (no training, no generation, nothing registered)")
+
+
+if __name__ == "__main__":
+    main()
