@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tuneops.errors import TuneopsError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SPEC_FILE_NAME, Spec, load_spec
 
@@ -57,3 +61,45 @@ def use_project_prefect_home(settings: TuneopsSettings) -> None:
 def settings_for(spec_path: Path) -> TuneopsSettings:
     """Settings for the project that ``spec_path`` belongs to, even when the spec is absent."""
     return TuneopsSettings.load(Path(spec_path).resolve().parent)
+
+
+class _OneLineForOurErrors(logging.Filter):
+    """Drop the traceback Prefect's console log attaches to *our* errors: the CLI prints them as
+    one line. Anything else (a bug) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TuneopsError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """While a command runs a flow, keep user errors to the one line ``main`` prints."""
+    loggers = (logging.getLogger(), logging.getLogger("prefect"))
+    handlers = [h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
+    quiet = _OneLineForOurErrors()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def provider_running(project: Project) -> Iterator[None]:
+    """For the local provider, run tuneops' service for the block when nothing answers at its URL."""
+    config = project.spec.provider
+    if config.kind != "local":
+        yield
+        return
+    from tuneops.serving.local.launcher import answers_openai, running_service
+
+    if not answers_openai(config.base_url):
+        err_console.print(f"[dim]starting the local tuning service at {config.base_url}[/dim]")
+    with running_service(project.settings, config.base_url):
+        yield

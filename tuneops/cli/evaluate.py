@@ -7,9 +7,6 @@ failed (a result, not an error), 1/2 for errors.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -17,49 +14,17 @@ import typer
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project
-from tuneops.errors import TuneopsError, UsageError
+from tuneops.cli.common import (
+    DEFAULT_SPEC,
+    SpecOption,
+    console,
+    load_project,
+    one_line_errors,
+    provider_running,
+)
+from tuneops.errors import UsageError
 
 GATE_FAILED_EXIT_CODE = 3
-
-
-class _OneLineForOurErrors(logging.Filter):
-    """Drop the traceback Prefect's console log attaches to *our* errors (the CLI prints them as
-    one line); anything else is a bug and keeps its traceback. Same as ``tuneops finetune``'s."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, TuneopsError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-@contextlib.contextmanager
-def _one_line_errors() -> Iterator[None]:
-    loggers = (logging.getLogger(), logging.getLogger("prefect"))
-    handlers = [h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
-    quiet = _OneLineForOurErrors()
-    for handler in handlers:
-        handler.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
-
-
-@contextlib.contextmanager
-def _provider_running(project: Project) -> Iterator[None]:
-    """With the local provider, start the local service for the evaluation when nothing answers."""
-    provider = project.spec.provider
-    if provider.kind != "local":
-        yield
-        return
-    from tuneops.serving.local.launcher import running_service
-
-    with running_service(project.settings, provider.base_url):
-        yield
 
 
 def eval_command(
@@ -89,7 +54,7 @@ def eval_command(
     resolve_test_split(project.spec, project.settings, dataset, test_file)  # and on a missing split
     from tuneops.flows.evaluate import evaluate
 
-    with _provider_running(project), _one_line_errors():
+    with provider_running(project), one_line_errors():
         result = evaluate(
             spec_path=str(Path(spec).resolve()),
             candidate_model=candidate,

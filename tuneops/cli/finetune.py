@@ -6,9 +6,6 @@ to call afterwards. Re-running the same command attaches to the same job: never 
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +13,14 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, console, load_project
-from tuneops.errors import TuneopsError
+from tuneops.cli.common import (
+    DEFAULT_SPEC,
+    SpecOption,
+    console,
+    load_project,
+    one_line_errors,
+    provider_running,
+)
 from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
 
@@ -46,45 +49,6 @@ class _LiveStatus:
         self.progress.update(self.task_id, **update)  # type: ignore[arg-type]
 
 
-class _OneLineForOurErrors(logging.Filter):
-    """Drop the traceback Prefect's console log attaches to *our* errors: the CLI prints them as
-    one line. Anything else (a bug) keeps its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, TuneopsError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-@contextlib.contextmanager
-def _one_line_errors() -> Iterator[None]:
-    loggers = (logging.getLogger(), logging.getLogger("prefect"))
-    handlers = [h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
-    quiet = _OneLineForOurErrors()
-    for handler in handlers:
-        handler.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
-
-
-@contextlib.contextmanager
-def _provider_running(project: Project) -> Iterator[None]:
-    """For the local provider, start tuneops' service when nothing answers at its base_url."""
-    config = project.spec.provider
-    if config.kind != "local":
-        yield
-        return
-    from tuneops.serving.local.launcher import running_service
-
-    with running_service(project.settings, config.base_url):
-        yield
-
-
 def finetune_command(
     spec: SpecOption = DEFAULT_SPEC,
     dataset: Annotated[
@@ -105,8 +69,8 @@ def finetune_command(
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with (
-        _provider_running(project),
-        _one_line_errors(),
+        provider_running(project),
+        one_line_errors(),
         Progress(*columns, console=console, transient=False) as progress,
     ):
         token = progress_listener.set(_LiveStatus(progress))

@@ -7,7 +7,6 @@ project's ``.tuneops/``, and ends with where to look: MLflow UI and Prefect UI c
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +19,8 @@ from tuneops.cli.common import (
     SpecOption,
     console,
     load_project,
+    one_line_errors,
+    provider_running,
     use_project_prefect_home,
 )
 
@@ -47,26 +48,11 @@ def run(
     project = load_project(spec)
     use_project_prefect_home(project.settings)
     started = time.monotonic()
-    with _provider_running(project):
+    with provider_running(project), one_line_errors():
         from tuneops.flows.retrain import retrain
 
         outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
     _print_summary(project, outcome, time.monotonic() - started)
-
-
-@contextlib.contextmanager
-def _provider_running(project: Project):  # type: ignore[no-untyped-def]
-    """The local tuning service for the run's duration when the spec uses it and none answers."""
-    provider = project.spec.provider
-    if provider.kind != "local":
-        yield
-        return
-    from tuneops.serving.local.launcher import answers_openai, running_service
-
-    if not answers_openai(provider.base_url):
-        console.print(f"[dim]starting the local tuning service at {provider.base_url} for this run[/dim]")
-    with running_service(project.settings, provider.base_url):
-        yield
 
 
 def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) -> None:
