@@ -32,6 +32,10 @@ from tuneops.tasks.retrain import (
     test_split_paths,
 )
 
+# Polling the local service costs nothing, and every second between the job's end and the next
+# poll is idle time for the whole run; a cloud provider is asked less often as a job runs long.
+LOCAL_MAX_POLL_S, CLOUD_MAX_POLL_S = 2.0, 30.0
+
 
 @flow(name="retrain", validate_parameters=True)
 def retrain(
@@ -56,7 +60,13 @@ def retrain(
     job = submit_finetune(spec, settings, dataset)
     finetune_run_id = open_finetune_run(spec, settings, job, dataset)
     job = wait_for_finetune(
-        spec, settings, job, run_id=finetune_run_id, poll_interval=poll_interval, dataset=dataset
+        spec,
+        settings,
+        job,
+        run_id=finetune_run_id,
+        poll_interval=poll_interval,
+        dataset=dataset,
+        max_poll_interval=LOCAL_MAX_POLL_S if spec.provider.kind == "local" else CLOUD_MAX_POLL_S,
     )
 
     already = find_registered_version(spec, settings, job)

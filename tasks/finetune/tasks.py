@@ -106,12 +106,13 @@ def wait_for_finetune(
     run_id: str | None = None,
     poll_interval: float = 5.0,
     dataset: DatasetVersion | None = None,
+    max_poll_interval: float = 30.0,
 ) -> FineTuneJob:
     """Follow ``job`` to success (MLflow metrics, cost, loss curve); deployed where needed.
 
     Raises FineTuneFailedError with the provider's reason when the job failed or was cancelled.
     """
-    poll = PollPolicy(initial=poll_interval, max_interval=max(poll_interval, 30.0))
+    poll = PollPolicy(initial=poll_interval, max_interval=max(poll_interval, max_poll_interval))
     if progress_listener.get() is None:
         progress_listener.set(LoggedProgress(get_run_logger()))
     return wait_for_job(
