@@ -11,7 +11,6 @@ Idempotent at every step, because a flow may be killed anywhere and re-run:
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +149,16 @@ def _log_registration_run(
         with store.fluent(), mlflow.start_run(run_id=run_id):
             for link in request.datasets:
                 _log_dataset(link)
-            with warnings.catch_warnings():
-                # predict() is untyped on purpose: MLflow would turn hints into a rigid schema.
-                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(Path(__file__).with_name("chat_model_code.py")),
-                    model_config=model_config(request),
-                    pip_requirements=[
-                        f"mlflow=={mlflow.__version__}",
-                        f"openai=={openai.__version__}",
-                        "tuneops",
-                    ],
-                )
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("chat_model_code.py")),
+                model_config=model_config(request),
+                pip_requirements=[
+                    f"mlflow=={mlflow.__version__}",
+                    f"openai=={openai.__version__}",
+                    "tuneops",
+                ],
+            )
         client.log_batch(
             run_id, tags=[RunTag(TAG_MODEL_URI, info.model_uri), RunTag(TAG_MODEL_ID, info.model_id or "")]
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +123,6 @@ def quiet_third_parties() -> None:
     """
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    # Our registered pyfunc's predict() is untyped on purpose (hints would become a rigid schema);
-    # MLflow says so on every registration. And MLflow's schema set-up is not news to a user.
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+    # MLflow's schema set-up on a new store is not news to a user.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
