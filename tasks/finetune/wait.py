@@ -34,9 +34,9 @@ progress_listener: ContextVar[ProgressListener | None] = ContextVar("finetune_pr
 
 
 class LoggedProgress:
-    """A progress listener that writes to a logger: each status change, and the newest step and
-    losses at most every ``every`` seconds, so an unattended run (a deployment, ``tuneops run``)
-    shows that training moves without flooding its log."""
+    """A progress listener that writes to a logger: each status change, the provider's messages,
+    and the newest step and losses at most every ``every`` seconds, so an unattended run (a
+    deployment, ``tuneops run``) shows that training moves without flooding its log."""
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter, every: float = 15.0,  # type: ignore[type-arg]
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
@@ -48,6 +48,9 @@ class LoggedProgress:
         if job.status != self.status:
             self.status = job.status
             self.logger.info("fine-tune %s is %s", job.id, job.status)
+        for event in events:  # the provider's own words: epochs, checkpoints, building a base model
+            if not event.is_metrics and event.message:
+                self.logger.info("%s", event.message)
         steps = [e for e in events if e.is_metrics and e.train_loss is not None]
         if steps and self.clock() - self.last_said >= self.every:
             latest = max(steps, key=lambda e: e.step or 0)

@@ -172,12 +172,14 @@ def test_logged_progress_says_each_status_once_and_steps_at_most_every_interval(
         now[0] = 5.0
         listener(job(JobStatus.RUNNING), [step(3, 2.0)])  # within the interval: quiet
         now[0] = 12.0
-        listener(job(JobStatus.RUNNING), [step(4, 1.5)])
+        epoch_done = TrainingEvent(id="m1", created_at=4, message="Epoch 1/2: validation loss=1.6")
+        listener(job(JobStatus.RUNNING), [step(4, 1.5), epoch_done])
         listener(job(JobStatus.SUCCEEDED), [])
     assert [r.getMessage() for r in caplog.records] == [
         "fine-tune ftjob-1 is queued",
         "fine-tune ftjob-1 is running",
         "step 2/9: train_loss 2.500",
+        "Epoch 1/2: validation loss=1.6",
         "step 4/9: train_loss 1.500",
         "fine-tune ftjob-1 is succeeded",
     ]
