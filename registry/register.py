@@ -29,13 +29,7 @@ from tuneops.tasks.data.types import DatasetVersion
 TAG_MODEL_URI = "tuneops.model_uri"
 TAG_MODEL_ID = "tuneops.model_id"
 TAG_SHA256 = "tuneops.sha256"
-MLFLOW_DIGEST_MAX = 36  # MLflow's datasets.digest column is VARCHAR(36); PostgreSQL enforces it
 _SPLIT_CONTEXT = {"train": "training", "validation": "validation", "test": "testing"}
-
-
-def mlflow_digest(sha256: str) -> str:
-    """The digest as MLflow can store it: the sha256's first 36 hex digits (full one in a tag)."""
-    return sha256[:MLFLOW_DIGEST_MAX]
 
 
 def links_from_version(version: DatasetVersion) -> tuple[DatasetLink, ...]:
@@ -170,7 +164,7 @@ def _log_dataset(link: DatasetLink) -> None:
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
 
-    from tuneops.tasks.data.tracking import dataset_source
+    from tuneops.tasks.data.tracking import dataset_source, mlflow_digest
 
     source = dataset_source(link.uri)
     name = f"{link.dataset_name or 'dataset'}-{link.split}"

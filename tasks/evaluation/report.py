@@ -136,7 +136,7 @@ def log_evaluation_run(
     from mlflow.exceptions import MlflowException
 
     from tuneops.registry.mlflow_store import RegistryStore
-    from tuneops.tasks.data.tracking import dataset_source
+    from tuneops.tasks.data.tracking import dataset_source, mlflow_digest
 
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
@@ -166,7 +166,7 @@ def log_evaluation_run(
             warnings.simplefilter("ignore", UserWarning)
             source = dataset_source(split_uri)
         dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own class, profile is optional
-            source=source, name=dataset_name, digest=split_sha256[:36]
+            source=source, name=dataset_name, digest=mlflow_digest(split_sha256)
         )
         input_tags = {
             "mlflow.data.context": "test",

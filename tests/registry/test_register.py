@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from tuneops.registry.mlflow_store import RegistryStore
-from tuneops.registry.register import mlflow_digest, register_model
+from tuneops.registry.register import register_model
+from tuneops.tasks.data.tracking import mlflow_digest
 
 
 def test_registers_one_version_with_the_conventional_tags(build_version: Any, store: RegistryStore) -> None:
