@@ -21,7 +21,9 @@ app = typer.Typer(
     name="tuneops",
     help=(
         "MLOps for fine-tuned LLMs: version chat datasets, fine-tune through any OpenAI-compatible "
-        "provider, evaluate against the base model, register in MLflow, roll out behind gates."
+        "provider, evaluate against the base model behind quality gates, register in MLflow, and "
+        "audit the lineage of what serves. Every command works on ./tuneops.yaml unless --spec says "
+        "otherwise."
     ),
     no_args_is_help=True,
     add_completion=False,
