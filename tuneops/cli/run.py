@@ -53,46 +53,56 @@ def run(
     started = time.monotonic()
     warming = _warm_up(project)
     with provider_running(project), one_line_errors():
-        from tuneops.flows.retrain import retrain
-
         for thread in warming:
             thread.join()
+        from tuneops.flows.retrain import retrain
 
         outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
     _print_summary(project, outcome, time.monotonic() - started)
 
 
 def _warm_up(project: Project) -> list[threading.Thread]:
-    """Start Prefect's ephemeral server and open the MLflow store while the local service starts.
+    """Import the flow, start Prefect's ephemeral server and open the MLflow store while the local
+    service starts.
 
-    Each takes seconds (the server's start-up, MLflow's schema migrations on a new SQLite
-    store); overlapping them with the service's start takes that much off every run. Nothing is
-    done for a configured Prefect server (``PREFECT_API_URL``); whatever fails here is simply
-    done again, as usual, by the flow.
+    Each takes seconds (heavy imports, the server's start-up, MLflow's schema migrations on a new
+    SQLite store); overlapping them with the service's start takes that much off every run. All
+    imports happen in one thread, so no two threads import the same packages at once; the other
+    thread only waits for the server's health.
+    Nothing is started for a configured Prefect server (``PREFECT_API_URL``); whatever fails here
+    is simply done again, as usual, by the flow.
     """
 
-    def start_prefect() -> None:
-        if os.environ.get("PREFECT_API_URL"):
-            return
+    def warm() -> None:
+        server = None
+        if not os.environ.get("PREFECT_API_URL"):
+            with contextlib.suppress(Exception):
+                from prefect.server.api.server import SubprocessASGIServer
+                from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+                timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+
+                # start() waits on the server's health: let it wait while this thread goes on.
+                def start() -> None:
+                    with contextlib.suppress(Exception):
+                        SubprocessASGIServer().start(timeout=timeout)
+
+                server = threading.Thread(target=start, name="warm-up-prefect", daemon=True)
+                server.start()
         with contextlib.suppress(Exception):
-            from prefect.server.api.server import SubprocessASGIServer
-            from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-            SubprocessASGIServer().start(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-
-    def open_mlflow() -> None:
+            import tuneops.flows.retrain  # noqa: F401  (mlflow, the stages; prefect is in already)
         with contextlib.suppress(Exception):
             from mlflow.tracking import MlflowClient
 
             MlflowClient(tracking_uri=project.settings.tracking_uri).search_experiments(max_results=1)
+        if server is not None:
+            server.join()
 
-    threads = [
-        threading.Thread(target=job, name=f"warm-up-{job.__name__}", daemon=True)
-        for job in (start_prefect, open_mlflow)
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
+    import tuneops.serving.local.launcher  # noqa: F401  (before the thread: no concurrent imports)
+
+    thread = threading.Thread(target=warm, name="warm-up", daemon=True)
+    thread.start()
+    return [thread]
 
 
 def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) -> None:
