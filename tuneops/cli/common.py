@@ -55,7 +55,9 @@ def use_project_prefect_home(settings: TuneopsSettings) -> None:
     """
     if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_HOME") or "prefect" in sys.modules:
         return
-    os.environ["PREFECT_HOME"] = str(settings.state_home / "prefect")
+    home = settings.state_home / "prefect"
+    home.mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level, at import
+    os.environ["PREFECT_HOME"] = str(home)
 
 
 def settings_for(spec_path: Path) -> TuneopsSettings:
