@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tuneops.errors import VersionNotFoundError
+from tuneops.errors import DatasetError, VersionNotFoundError
 from tuneops.registry.conventions import CHAMPION, TAG_ENDPOINT_MODEL, TAG_JOB_ID, TAG_RUN_KIND
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import links_from_version
@@ -164,8 +164,6 @@ def test_split_paths(dataset: DatasetVersion, settings: TuneopsSettings) -> tupl
     from tuneops.tasks.data import materialize_split
 
     if dataset.split("test") is None:
-        from tuneops.errors import DatasetError
-
         raise DatasetError(
             f"dataset {dataset.ref} has no test split to evaluate on",
             hint="give data.test in tuneops.yaml or a non-zero data.split.test",
