@@ -85,6 +85,7 @@ class LocalService:
         self._stopping = threading.Event()
         self._cancel_requested: set[str] = set()
         self._tiny_lock = threading.Lock()
+        self._status_lock = threading.Lock()  # job status transitions: worker vs cancel
         self._worker: threading.Thread | None = None
         self._lock_file: Any = None
         self._base_cache: tuple[int, dict[str, Path]] | None = None
@@ -390,16 +391,17 @@ class LocalService:
         return {"object": "list", "data": page, "has_more": more}
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        job = self.get_job(job_id)
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            raise ApiError(
-                f"Job {job_id} has already {job['status']}; only unfinished jobs can be cancelled.",
-                param="fine_tuning_job_id",
-                code="invalid_job_state",
-            )
-        if job["status"] == "running":
-            self._cancel_requested.add(job_id)
-        job = self.store.update_job(job_id, status="cancelled", finished_at=int(time.time()))
+        with self._status_lock:  # the worker may be moving this job from queued to running
+            job = self.get_job(job_id)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                raise ApiError(
+                    f"Job {job_id} has already {job['status']}; only unfinished jobs can be cancelled.",
+                    param="fine_tuning_job_id",
+                    code="invalid_job_state",
+                )
+            if job["status"] == "running":
+                self._cancel_requested.add(job_id)
+            job = self.store.update_job(job_id, status="cancelled", finished_at=int(time.time()))
         self._event(job_id, "Fine-tuning job cancelled")
         return job
 
@@ -439,10 +441,11 @@ class LocalService:
         """Train one queued job to its end state (or leave it ``running`` when the service stops)."""
         from tuneops.serving.local.training import train_lora
 
-        job, internal = self._job(job_id)
-        if job["status"] != "queued":
-            return
-        self.store.update_job(job_id, status="running")
+        with self._status_lock:  # a cancel between the check and the update must not be lost
+            job, internal = self._job(job_id)
+            if job["status"] != "queued":
+                return
+            self.store.update_job(job_id, status="running")
         self._event(job_id, "Fine-tuning job started")
         try:
             train = parse_chat_jsonl(
