@@ -24,6 +24,7 @@ from tuneops.tasks.finetune.submit import cost_of
 from tuneops.tasks.finetune.tasks import inference_target, submit_finetune, wait_for_finetune
 from tuneops.tasks.retrain import (
     RetrainOutcome,
+    challenger_still_owed,
     choose_contenders,
     current_user,
     find_registered_version,
@@ -72,6 +73,16 @@ def retrain(
     already = find_registered_version(spec, settings, job)
     if already is not None:
         log.info("job %s is already registered as version %s: nothing new to do", job.id, already.version)
+        owed = challenger_still_owed(spec, settings, already)
+        if owed:  # the run that registered it was stopped before moving the alias
+            set_challenger_task(
+                spec.model.name,
+                already.version,
+                tracking_uri=settings.tracking_uri or "",
+                state_db_url=settings.state_db_url or "",
+                reason=f"gate passed ({reason}; finished after an interrupted run)",
+                actor=current_user(),
+            )
         return RetrainOutcome(
             dataset=dataset,
             job=job,
@@ -80,7 +91,7 @@ def retrain(
             evaluation=None,
             gate_passed=already.gate == "passed",
             gate_reasons=(),
-            challenger_set="challenger" in already.aliases,
+            challenger_set=owed or "challenger" in already.aliases,
             tracking_uri=settings.tracking_uri or "",
             notes=(f"{job.id} was registered by an earlier run",),
         )

@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.errors import DatasetError, VersionNotFoundError
-from tuneops.registry.conventions import CHAMPION, TAG_ENDPOINT_MODEL, TAG_JOB_ID, TAG_RUN_KIND
+from tuneops.registry.conventions import CHALLENGER, CHAMPION, TAG_ENDPOINT_MODEL, TAG_JOB_ID, TAG_RUN_KIND
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import links_from_version
 from tuneops.registry.types import RegisteredVersion, RegistrationRequest
@@ -101,6 +101,25 @@ def find_registered_version(
     """The version an earlier run registered for ``job``, if any."""
     store = RegistryStore(settings.tracking_uri or "", settings.artifact_root)
     return store.find_version_by_job(spec.model.name, job.id)
+
+
+@task(name="challenger-still-owed", cache_policy=NO_CACHE)
+def challenger_still_owed(spec: Spec, settings: TuneopsSettings, version: RegisteredVersion) -> bool:
+    """True when ``version`` passed its gate but ``challenger`` never pointed at it.
+
+    That is a run killed between registering and moving the alias: the re-run owes the move. A
+    version the ledger shows as challenger once is left alone, whatever people did with it since.
+    """
+    from tuneops.registry.ledger import Ledger
+
+    if version.gate != "passed":
+        return False
+    ledger = Ledger.open(settings.state_db_url or "")
+    try:
+        history = ledger.history(spec.model.name, CHALLENGER)
+    finally:
+        ledger.close()
+    return all(entry.to_version != version.version for entry in history)
 
 
 @task(name="choose-contenders", cache_policy=NO_CACHE)
