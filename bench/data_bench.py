@@ -6,8 +6,10 @@ fresh subprocess so peak memory (max RSS) is per run:
 - ``plain``: the cookbook's data-prep logic re-implemented plainly (json.loads per line, its
   format checks, ``encoding.encode`` of every message value, assistant tokens counted again,
   distribution stats). It streams the file instead of loading it whole, which only helps it.
-- ``validate``: ``tuneops.tasks.data.scan.validate_file`` (streaming, worker processes).
-- ``version``: ``version_files`` into a fresh local store (validates, splits, hashes, commits).
+- ``validate``: ``tuneops.tasks.data.scan.validate_file`` (streaming, worker processes, tokens
+  counted with rs-bpe's cl100k_base, which the tests check equals tiktoken's).
+- ``version``: ``version_files`` into a fresh local store (validates and routes lines to the split
+  files in one read, hashes, commits).
 - ``reversion``: ``version_files`` again on the unchanged file (digest cache hit).
 
 Peak memory is measured at ``--size-mb / 5`` and ``--size-mb`` to show it stays flat.
@@ -53,7 +55,7 @@ def generate(path: Path, size_mb: int, seed: int = 1) -> int:
     return rows
 
 
-PLAIN = r'''
+PLAIN = r"""
 import json, sys, time, resource
 from collections import defaultdict
 import numpy as np
@@ -120,9 +122,9 @@ billing = sum(min(16385, l) for l in convo_lens)
 elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "rows": len(convo_lens), "tokens": int(sum(convo_lens)),
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-'''
+"""
 
-OURS = r'''
+OURS = r"""
 import json, sys, time, resource, shutil
 from pathlib import Path
 from tuneops.tasks.data.scan import validate_file
@@ -146,7 +148,7 @@ result["seconds"] = time.perf_counter() - start
 result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 result["children_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(result))
-'''
+"""
 
 
 def run(code: str, *args: str) -> dict:
@@ -190,6 +192,9 @@ def main() -> None:
         plain = results[f"plain@{big}"]["seconds"]
         print(f"{'plain':>10}: {plain:7.2f}s  {mb / plain:7.1f} MB/s  (cookbook loop, one process)")
         print(f"ratio validate+version vs plain: {plain / results[f'version@{big}']['seconds']:.2f}x")
+        ours, theirs = results[f"version@{big}"]["tokens"], results[f"plain@{big}"]["tokens"]
+        agree = "equal" if ours == theirs else "DIFFERENT"
+        print(f"token totals: ours {ours:,}, cookbook (tiktoken) {theirs:,}: {agree}")
         print(f"ratio validate only vs plain:    {plain / results[f'validate@{big}']['seconds']:.2f}x")
     for size in sizes:
         r = results[f"version@{size}"]

@@ -4,7 +4,8 @@ The file is read in fixed-size blocks and cut at line boundaries into chunks; ea
 checked by :class:`~tuneops.tasks.data.validate.ChunkChecker`, in this process for small files
 and in worker processes for large ones (tokenization dominates and is CPU-bound). At most
 ``2 * workers`` chunks are in flight, so memory does not grow with the file. The same pass
-hashes the file's bytes (sha256), which versioning reuses.
+hashes the file's bytes (sha256) and, when versioning, routes each chunk's lines to the split
+files (:mod:`~tuneops.tasks.data.routing`), so a file is read once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any, BinaryIO
 
 from tuneops.errors import DatasetError, UsageError
 from tuneops.tasks.data.report import ReportBuilder, ValidationReport
-from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
+from tuneops.tasks.data.routing import RoutedChunk, RoutingPlan, route_chunk
+from tuneops.tasks.data.tokens import ENCODING_NAME, token_counter
 from tuneops.tasks.data.validate import ChunkChecker, ChunkResult, Problem, ValidationOptions
 
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -30,6 +32,7 @@ PARALLEL_THRESHOLD_BYTES = 16 * 1024 * 1024
 SNIFF_BYTES = 8192
 
 Progress = Callable[[int, int], None]
+RoutedSink = Callable[[RoutedChunk], None]
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,13 @@ def scan_file(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    routing: tuple[RoutingPlan, RoutedSink] | None = None,
 ) -> ScanOutcome:
-    """Like :func:`validate_file`, also returning the per-example token counts."""
+    """Like :func:`validate_file`, also returning the per-example token counts.
+
+    With ``routing``, each chunk's lines are also routed by the plan and handed to the sink,
+    in input order (whether or not the file turns out valid: the caller decides what to keep).
+    """
     options = options or ValidationOptions()
     path = Path(path)
     if not path.exists():
@@ -85,12 +93,12 @@ def scan_file(
     try:
         with path.open("rb") as handle:
             chunks = _chunks(handle, options, builder, digest, size, progress)
+            plan, sink = routing if routing is not None else (None, None)
             if n_workers > 1 and size >= PARALLEL_THRESHOLD_BYTES:
-                _run_parallel(chunks, options, builder, n_workers)
+                _run_parallel(chunks, options, builder, n_workers, plan, sink)
             else:
-                checker = ChunkChecker(options, count_tokens)
                 for data, first_line in chunks:
-                    builder.add(checker.check_chunk(data, first_line))
+                    _collect(_check_chunk(data, first_line, options, plan), builder, sink)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     report = builder.finish(
@@ -173,23 +181,45 @@ def _looks_binary(head: bytes) -> bool:
 
 
 @cache
-def _worker_checker(options: ValidationOptions) -> ChunkChecker:
-    return ChunkChecker(options, count_tokens)
+def _checker(options: ValidationOptions) -> ChunkChecker:
+    """One checker per process and options (it memoises token counts of repeated strings)."""
+    return ChunkChecker(options, token_counter())
 
 
-def _check_in_worker(data: bytes, first_line: int, options: ValidationOptions) -> ChunkResult:
-    return _worker_checker(options).check_chunk(data, first_line)
+Checked = tuple[ChunkResult, RoutedChunk | None]
+
+
+def _check_chunk(
+    data: bytes, first_line: int, options: ValidationOptions, plan: RoutingPlan | None
+) -> Checked:
+    """Check one chunk and, when versioning, route its lines (runs in a worker for large files)."""
+    result = _checker(options).check_chunk(data, first_line)
+    routed = route_chunk(data, result.example_tokens, plan) if plan is not None else None
+    return result, routed
+
+
+def _collect(checked: Checked, builder: ReportBuilder, sink: RoutedSink | None) -> None:
+    result, routed = checked
+    builder.add(result)
+    if sink is not None and routed is not None:
+        sink(routed)
 
 
 def _run_parallel(
-    chunks: Iterator[tuple[bytes, int]], options: ValidationOptions, builder: ReportBuilder, workers: int
+    chunks: Iterator[tuple[bytes, int]],
+    options: ValidationOptions,
+    builder: ReportBuilder,
+    workers: int,
+    plan: RoutingPlan | None,
+    sink: RoutedSink | None,
 ) -> None:
-    """Check chunks in ``workers`` spawned processes, with a bounded number in flight."""
-    pending: deque[Future[ChunkResult]] = deque()
+    """Check chunks in ``workers`` spawned processes, with a bounded number in flight, collecting
+    results in input order."""
+    pending: deque[Future[Checked]] = deque()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         for data, first_line in chunks:
-            pending.append(pool.submit(_check_in_worker, data, first_line, options))
+            pending.append(pool.submit(_check_chunk, data, first_line, options, plan))
             while len(pending) >= 2 * workers:
-                builder.add(pending.popleft().result())
+                _collect(pending.popleft().result(), builder, sink)
         while pending:
-            builder.add(pending.popleft().result())
+            _collect(pending.popleft().result(), builder, sink)

@@ -26,6 +26,15 @@ from tuneops.errors import StoreError, UsageError
 TMP_MARKER = ".tmp-"
 
 
+def _hard_link(source: Path, link: Path) -> bool:
+    """Link ``link`` to ``source``'s bytes (no copy); False where the filesystem cannot."""
+    try:
+        os.link(source, link)
+    except OSError:  # another filesystem, or links unsupported: the caller copies
+        return False
+    return True
+
+
 class TransientStoreError(StoreError):
     """A store failure worth retrying: timeouts, dropped connections, throttling, 5xx."""
 
@@ -38,7 +47,10 @@ class DataStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def put_file(self, key: str, path: Path) -> None: ...
+    def put_file(self, key: str, path: Path, *, handover: bool = False) -> None:
+        """Store ``path``'s bytes under ``key``. ``handover``: the caller never touches ``path``
+        again, so a store on the same disk may take the file over instead of copying it."""
+        ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
@@ -70,11 +82,12 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, *, handover: bool = False) -> None:
         target = self._path(key)
         tmp = self._tmp_sibling(target)
         try:
-            shutil.copyfile(path, tmp)
+            if not (handover and _hard_link(path, tmp)):
+                shutil.copyfile(path, tmp)
             self._commit(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -170,7 +183,7 @@ class S3Store:
             raise _translate(exc, self.uri_for(key)) from exc
         return True
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, *, handover: bool = False) -> None:
         try:
             self.client.upload_file(str(path), self.bucket, self._key(key))
         except Exception as exc:

@@ -6,10 +6,9 @@ Steps (see :mod:`tuneops.tasks.data.layout` for the layout and the digest defini
    shapes the output (name, split ratios and seed, system-prompt policy, limits, store). If the
    local digest cache knows the fingerprint and the store holds that version's manifest, return
    it at once: an unchanged 500 MB file is not even re-read.
-2. Otherwise validate every input (streaming); any error stops here with the first problem's
-   file and line.
-3. Write the canonical split files to a temporary folder, hashing as they are written, and
-   compute the version digest.
+2. Otherwise validate every input (streaming) and, in the same read, write the canonical split
+   files to a temporary folder, hashing as they are written; any error stops here with the first
+   problem's file and line, and the temporary folder is dropped. Compute the version digest.
 4. If the store already has the manifest for that digest, write nothing. Otherwise upload the
    splits, then the manifest last: a version without a manifest is invisible to readers and is
    simply overwritten by the next attempt.
@@ -21,21 +20,16 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from tuneops.errors import DatasetError, StoreError, UsageError
 from tuneops.spec import Spec, SplitConfig, SystemPromptConfig
 from tuneops.tasks.data.layout import (
     TEST,
-    TRAIN,
     VALIDATION,
-    assign_split,
     check_name,
     manifest_key,
     split_key,
@@ -43,6 +37,7 @@ from tuneops.tasks.data.layout import (
     version_prefix,
 )
 from tuneops.tasks.data.report import ValidationReport
+from tuneops.tasks.data.routing import TOKENS_PER_SYSTEM_MESSAGE, RoutedChunk, RoutingPlan
 from tuneops.tasks.data.scan import Progress, scan_file
 from tuneops.tasks.data.store import DataStore
 from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
@@ -50,7 +45,6 @@ from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion, SplitFile
 from tuneops.tasks.data.validate import ValidationOptions
 
 MANIFEST_SCHEMA = "tuneops.dataset/v1"
-FLUSH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -113,29 +107,17 @@ def version_files(
     if cached is not None:
         return cached
 
-    reports: dict[str, ValidationReport] = {}
-    tokens: dict[str, Any] = {}
-    for split_name, path in sources.items():
-        file_options = options
-        if split_name != "train":  # held-out files may be small
-            file_options = ValidationOptions(
-                **{**options.__dict__, "min_examples": 1, "recommended_examples": 0}
-            )
-        outcome = scan_file(path, file_options, workers=workers, progress=progress)
-        if not outcome.report.valid:
-            first = outcome.report.first_errors(1)[0]
-            where = f"{path}:{first.line}" if first.line else str(path)
-            raise DatasetError(
-                f"{where}: {first.message} [{first.code}]",
-                hint=f"{outcome.report.errors} error(s) in {split_name}; run 'tuneops data validate {path}'",
-            )
-        reports[split_name] = outcome.report
-        tokens[split_name] = outcome.example_tokens
-
     work = home / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix="version-") as tmp:
-        written = _write_splits(sources, Path(tmp), tokens, split, system_prompt)
+        writers = _SplitWriters(Path(tmp))
+        reports = {}
+        for split_name, path in sources.items():
+            plan = _plan(split_name, sources, split, system_prompt)
+            reports[split_name] = _validate_and_route(
+                split_name, path, options, plan, writers, workers, progress
+            )
+        written = writers.close()
         digest = version_digest({s: info["sha256"] for s, info in written.items()})
         key = manifest_key(name, digest)
         if store.exists(key):
@@ -143,7 +125,8 @@ def version_files(
         else:
             manifest = _manifest(name, digest, sources, written, reports, split, system_prompt, options)
             for split_name in written:
-                store.put_file(split_key(name, digest, split_name), Path(tmp) / f"{split_name}.jsonl")
+                split_file = Path(tmp) / f"{split_name}.jsonl"
+                store.put_file(split_key(name, digest, split_name), split_file, handover=True)
             store.put_bytes(key, json.dumps(manifest, indent=2, sort_keys=True).encode())
             version = version_from_manifest(store, manifest, created=True)
     _write_cache(cache_file, name, version.digest)
@@ -222,98 +205,87 @@ def _write_cache(cache_file: Path, name: str, digest: str) -> None:
         return
 
 
-class _SplitWriter:
-    """Writes one canonical split file, hashing and counting as it goes."""
+def _validate_and_route(
+    split_name: str,
+    path: Path,
+    options: ValidationOptions,
+    plan: RoutingPlan,
+    writers: _SplitWriters,
+    workers: int | None,
+    progress: Progress | None,
+) -> ValidationReport:
+    """Validate one input file while routing its lines to the split files (one read of the file).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.handle: BinaryIO = path.open("wb")
-        self.sha = hashlib.sha256()
-        self.rows = 0
-        self.tokens = 0
-        self.bytes = 0
-        self._buffer: list[bytes] = []
-        self._pending = 0
-
-    def add(self, line: bytes, tokens: int) -> None:
-        self._buffer.append(line)
-        self._buffer.append(b"\n")
-        self._pending += len(line) + 1
-        self.rows += 1
-        self.tokens += tokens
-        if self._pending >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        self._pending = 0
-        self.sha.update(data)
-        self.handle.write(data)
-        self.bytes += len(data)
-
-    def close(self) -> dict[str, Any]:
-        self.flush()
-        self.handle.close()
-        return {
-            "file": self.path.name,
-            "path": self.path,
-            "sha256": self.sha.hexdigest(),
-            "rows": self.rows,
-            "tokens": self.tokens,
-            "bytes": self.bytes,
-        }
+    Raises:
+        DatasetError: the file has errors (the first one named with its line).
+    """
+    if split_name != "train":  # held-out files may be small
+        options = ValidationOptions(**{**options.__dict__, "min_examples": 1, "recommended_examples": 0})
+    report = scan_file(path, options, workers=workers, progress=progress, routing=(plan, writers.add)).report
+    if not report.valid:
+        first = report.first_errors(1)[0]
+        where = f"{path}:{first.line}" if first.line else str(path)
+        raise DatasetError(
+            f"{where}: {first.message} [{first.code}]",
+            hint=f"{report.errors} error(s) in {split_name}; run 'tuneops data validate {path}'",
+        )
+    return report
 
 
-def _write_splits(
-    sources: DatasetSources,
-    folder: Path,
-    tokens: dict[str, Any],
-    split: SplitConfig,
-    system_prompt: SystemPromptConfig,
-) -> dict[str, dict[str, Any]]:
-    """Write the canonical split files; return ``{split: info}`` for the non-empty ones."""
-    writers = {name: _SplitWriter(folder / f"{name}.jsonl") for name in SPLIT_NAMES}
-    carve_validation = 0.0 if sources.validation is not None else split.validation
-    carve_test = 0.0 if sources.test is not None else split.test
-    by_index = {TRAIN: writers["train"], VALIDATION: writers["validation"], TEST: writers["test"]}
+def _plan(
+    split_name: str, sources: DatasetSources, split: SplitConfig, system_prompt: SystemPromptConfig
+) -> RoutingPlan:
+    """Given validation/test files go whole to their split; train is carved unless both are given."""
     inject = system_prompt.text if system_prompt.policy == "inject" and system_prompt.text else None
-    inject_tokens = 3 + count_tokens("system") + count_tokens(inject) if inject else 0
-    for split_name, path in sources.items():
-        counts = tokens[split_name]
-        for n, line in enumerate(_canonical_lines(path)):
-            example_tokens = int(counts[n]) if n < len(counts) else 0
-            if inject is not None:
-                line, added = _inject_system_prompt(line, inject)
-                example_tokens += inject_tokens if added else 0
-            if split_name == "train":
-                writer = by_index[assign_split(line, split.seed, carve_validation, carve_test)]
-            else:
-                writer = writers[split_name]
-            writer.add(line, example_tokens)
-    written = {name: writer.close() for name, writer in writers.items()}
-    return {name: info for name, info in written.items() if info["rows"] > 0}
+    inject_tokens = TOKENS_PER_SYSTEM_MESSAGE + count_tokens("system") + count_tokens(inject) if inject else 0
+    if split_name != "train":
+        only = VALIDATION if split_name == "validation" else TEST
+        return RoutingPlan(only=only, inject=inject, inject_tokens=inject_tokens)
+    return RoutingPlan(
+        seed=split.seed,
+        validation=0.0 if sources.validation is not None else split.validation,
+        test=0.0 if sources.test is not None else split.test,
+        inject=inject,
+        inject_tokens=inject_tokens,
+    )
 
 
-def _canonical_lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        first = True
-        for raw in handle:
-            if first:
-                first = False
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            line = raw.strip()
-            if line:
-                yield line
+class _SplitWriters:
+    """Writes the canonical split files from routed chunks, hashing and counting as it goes."""
 
+    def __init__(self, folder: Path) -> None:
+        self.paths = [folder / f"{name}.jsonl" for name in SPLIT_NAMES]
+        self.handles: list[BinaryIO] = [path.open("wb") for path in self.paths]
+        self.hashes = [hashlib.sha256() for _ in SPLIT_NAMES]
+        self.rows = [0] * len(SPLIT_NAMES)
+        self.tokens = [0] * len(SPLIT_NAMES)
+        self.bytes = [0] * len(SPLIT_NAMES)
 
-def _inject_system_prompt(line: bytes, text: str) -> tuple[bytes, bool]:
-    example = orjson.loads(line)
-    messages = example.get("messages", [])
-    if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
-        return line, False
-    example["messages"] = [{"role": "system", "content": text}, *messages]
-    return orjson.dumps(example), True
+    def add(self, chunk: RoutedChunk) -> None:
+        for index, data in enumerate(chunk.data):
+            if data:
+                self.hashes[index].update(data)
+                self.handles[index].write(data)
+                self.bytes[index] += len(data)
+            self.rows[index] += chunk.rows[index]
+            self.tokens[index] += chunk.tokens[index]
+
+    def close(self) -> dict[str, dict[str, Any]]:
+        """``{split: info}`` for the non-empty splits."""
+        for handle in self.handles:
+            handle.close()
+        return {
+            name: {
+                "file": self.paths[i].name,
+                "path": self.paths[i],
+                "sha256": self.hashes[i].hexdigest(),
+                "rows": self.rows[i],
+                "tokens": self.tokens[i],
+                "bytes": self.bytes[i],
+            }
+            for i, name in enumerate(SPLIT_NAMES)
+            if self.rows[i] > 0
+        }
 
 
 def _manifest(

@@ -88,3 +88,16 @@ def test_unreachable_s3_is_transient(tmp_path: Path):
 def test_unknown_scheme_is_a_usage_error():
     with pytest.raises(UsageError):
         open_store("gs://bucket/x")
+
+
+def test_a_handed_over_file_is_stored_whole_and_an_ordinary_one_is_copied(store: DataStore, tmp_path: Path):
+    handed = tmp_path / "handed.jsonl"
+    handed.write_bytes(b"a\n" * 100)
+    store.put_file("datasets/h/1/train.jsonl", handed, handover=True)
+    kept = tmp_path / "kept.jsonl"
+    kept.write_bytes(b"b\n" * 100)
+    store.put_file("datasets/h/2/train.jsonl", kept)
+    kept.write_bytes(b"changed after the put\n")  # the store must not share the caller's file
+    assert store.read_bytes("datasets/h/1/train.jsonl") == b"a\n" * 100
+    assert store.read_bytes("datasets/h/2/train.jsonl") == b"b\n" * 100
+    assert store.writes == 2

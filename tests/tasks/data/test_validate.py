@@ -295,3 +295,33 @@ def test_arbitrary_files_never_crash_validation(tmp_path: Path, data: bytes):
     report = validate_file(path, workers=1)
     assert report.size_bytes == len(data)
     assert report.valid is False or report.examples >= 10
+
+
+plain_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=40)}
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _with_an_inert_key(message: dict) -> dict:
+    """The same message with a key that changes no check or count (so it takes the general path)."""
+    extra = {"weight": 1} if message["role"] == "assistant" else {"tool_call_id": "unused"}
+    return {**message, **extra}
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain_messages)
+def test_the_fast_path_for_plain_messages_agrees_with_the_general_one(messages: list[dict]):
+    fast = check_lines([json.dumps({"messages": messages}).encode()], ValidationOptions(), count_tokens)
+    general = check_lines(
+        [json.dumps({"messages": [_with_an_inert_key(m) for m in messages]}).encode()],
+        ValidationOptions(),
+        count_tokens,
+    )
+    assert list(fast.example_tokens) == list(general.example_tokens)
+    assert fast.assistant_tokens == general.assistant_tokens
+    assert [(p.code, p.message) for p in fast.problems] == [(p.code, p.message) for p in general.problems]
+    assert fast.system_prompts == general.system_prompts

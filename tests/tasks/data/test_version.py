@@ -160,8 +160,8 @@ from tuneops.tasks.data.store import LocalStore
 from tuneops.tasks.data.version import DatasetSources, version_files
 
 class SlowStore(LocalStore):
-    def put_file(self, key, path):
-        super().put_file(key, path)
+    def put_file(self, key, path, **kwargs):
+        super().put_file(key, path, **kwargs)
         Path(sys.argv[3]).write_text(key)  # tell the test a split is committed
         time.sleep(60)                      # ...and get killed before the manifest
 
