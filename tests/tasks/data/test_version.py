@@ -189,3 +189,52 @@ def test_killed_writer_leaves_no_half_version(tmp_path: Path):
     finished = version(path, store, tmp_path / "home")
     assert finished.created and [v.digest for v in list_versions(store)] == [finished.digest]
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
+
+
+KILLED_S3_UPLOADER = """
+import sys, time
+from pathlib import Path
+import boto3
+from tuneops.tasks.data.store import open_store
+from tuneops.tasks.data.version import DatasetSources, version_files
+
+path, endpoint, bucket, signal_file, home = sys.argv[1:]
+client = boto3.client("s3", endpoint_url=endpoint)
+
+def slow_network(**_):  # each part takes a while, as over a slow link: the test kills us mid-upload
+    Path(signal_file).touch()
+    time.sleep(1.0)
+
+client.meta.events.register("before-send.s3.UploadPart", slow_network)
+store = open_store(f"s3://{bucket}/data", s3_client=client)
+version_files(DatasetSources(Path(path)), name="claims", store=store, home=Path(home))
+"""
+
+
+@pytest.mark.slow
+def test_writer_killed_mid_upload_to_s3_leaves_no_half_version(tmp_path: Path, s3_server, s3_bucket):
+    """SIGKILL while a split is half uploaded (a multipart upload under way) to moto's S3 server."""
+    path = write_jsonl(
+        tmp_path / "train.jsonl", valid_rows(70_000)
+    )  # train split > boto3's 8 MB multipart threshold
+    signal_file = tmp_path / "uploading"
+    args = [str(path), s3_server.endpoint_url, s3_bucket, str(signal_file), str(tmp_path / "home-killed")]
+    process = subprocess.Popen([sys.executable, "-c", KILLED_S3_UPLOADER, *args])
+    try:
+        deadline = time.monotonic() + 180
+        while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert signal_file.exists(), "the writer never started uploading a part"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")  # killed mid-upload indeed
+    store = open_store(f"s3://{s3_bucket}/data", s3_client=client)
+    assert not [key for key in store.list("datasets") if key.endswith("train.jsonl")]  # no partial object
+    assert list_versions(store) == []
+    finished = version(path, store, tmp_path / "home")
+    assert finished.created and [v.digest for v in list_versions(store)] == [finished.digest]
+    assert store.read_bytes(f"datasets/claims/{finished.digest}/train.jsonl").count(b"\n") == (
+        finished.splits["train"].rows
+    )
