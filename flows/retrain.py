@@ -29,6 +29,7 @@ from tuneops.tasks.retrain import (
     current_user,
     find_registered_version,
     open_finetune_run,
+    preload_later_stages,
     registration_request,
     test_split_paths,
 )
@@ -60,6 +61,7 @@ def retrain(
     dataset = version_dataset(spec, settings)
     job = submit_finetune(spec, settings, dataset)
     finetune_run_id = open_finetune_run(spec, settings, job, dataset)
+    preloading = preload_later_stages(job)  # evaluation's libraries load while the job trains
     job = wait_for_finetune(
         spec,
         settings,
@@ -69,6 +71,8 @@ def retrain(
         dataset=dataset,
         max_poll_interval=LOCAL_MAX_POLL_S if spec.provider.kind == "local" else CLOUD_MAX_POLL_S,
     )
+    if preloading is not None:
+        preloading.join()
 
     already = find_registered_version(spec, settings, job)
     if already is not None:

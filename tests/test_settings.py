@@ -21,7 +21,9 @@ def test_embedded_defaults_live_under_the_project(tmp_path: Path, monkeypatch):
 
 
 def test_dotenv_and_environment_override_defaults(tmp_path: Path, monkeypatch):
-    (tmp_path / ".env").write_text("TUNEOPS_DATA_STORE_URI=s3://bucket/prefix\nOPENAI_API_KEY=sk-from-dotenv\n")
+    (tmp_path / ".env").write_text(
+        "TUNEOPS_DATA_STORE_URI=s3://bucket/prefix\nOPENAI_API_KEY=sk-from-dotenv\n"
+    )
     monkeypatch.setenv("TUNEOPS_STATE_DB_URL", "postgresql+psycopg2://postgres@127.0.0.1/x")
     settings = TuneopsSettings.load(tmp_path)
     assert settings.data_store_uri == "s3://bucket/prefix"

@@ -290,8 +290,10 @@ def decide_promotion(
         cand = candidate.mean(gate.metric)
         if gate.threshold is not None:
             checks.append(_threshold_check(gate, cand))
-        if gate.min_absolute_change is not None or gate.min_relative_change is not None or (
-            gate.require_significant
+        if (
+            gate.min_absolute_change is not None
+            or gate.min_relative_change is not None
+            or (gate.require_significant)
         ):
             for base in baselines:
                 checks.extend(_change_checks(gate, cand, base))

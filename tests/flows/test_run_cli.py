@@ -1,9 +1,11 @@
-"""``tuneops run`` exactly as a user runs it: a subprocess, Prefect's ephemeral server (no
-PREFECT_API_URL), the project's state kept under ``<project>/.tuneops``, a summary at the end."""
+"""``tuneops run`` exactly as a user runs it: a subprocess, no PREFECT_API_URL (so the project's
+own Prefect server runs for the length of the run), the project's state kept under
+``<project>/.tuneops``, a summary at the end."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -31,6 +33,11 @@ def test_tuneops_run_on_the_embedded_default_prints_a_summary_and_keeps_state_in
     assert "challenger → version 1" in run.stdout
     assert f"tuneops lineage {MODEL_NAME}/1" in run.stdout
     state = retrain_project.directory / ".tuneops"
-    assert (state / "prefect").is_dir(), "Prefect's ephemeral server keeps its database in the project"
+    with sqlite3.connect(state / "prefect" / "prefect.db") as db:  # the run went through the project's server
+        runs = db.execute(
+            "SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id"
+        ).fetchall()
+    assert ("retrain", "COMPLETED") in runs
     assert (state / "mlflow.db").is_file() and (state / "state.db").is_file()
     assert "Traceback" not in run.stdout + run.stderr
+    assert "View at http" not in run.stdout + run.stderr  # that server has no UI: no dead links

@@ -1,8 +1,9 @@
 """``tuneops run``: the whole retrain flow on the spec, with a summary of what happened.
 
 On the embedded default it starts the local tuning service for the duration of the run when
-nothing answers at the spec's address, keeps Prefect's ephemeral server state under the
-project's ``.tuneops/``, and ends with where to look: MLflow UI and Prefect UI commands.
+nothing answers at the spec's address, runs the project's Prefect server (state under the
+project's ``.tuneops/prefect``) for the run, and ends with where to look: MLflow UI and Prefect
+UI commands.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tuneops.cli.common import (
     provider_running,
     use_project_prefect_home,
 )
+from tuneops.cli.prefect_server import project_prefect_server
+from tuneops.state_templates import MLFLOW, save_template, seed_database
 
 if TYPE_CHECKING:
     from tuneops.tasks.retrain import RetrainOutcome
@@ -51,58 +54,54 @@ def run(
     project = load_project(spec)
     use_project_prefect_home(project.settings)
     started = time.monotonic()
-    warming = _warm_up(project)
-    with provider_running(project), one_line_errors():
-        for thread in warming:
-            thread.join()
-        from tuneops.flows.retrain import retrain
+    prefect_home = Path(os.environ.get("PREFECT_HOME") or project.settings.state_home / "prefect")
+    with project_prefect_server(prefect_home) as server, one_line_errors():
+        warming = _warm_up(project)
+        with provider_running(project):
+            warming.join()
+            if server is not None:
+                server.wait_ready()
+            from tuneops.flows.retrain import retrain
 
-        outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
+            outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
     _print_summary(project, outcome, time.monotonic() - started)
 
 
-def _warm_up(project: Project) -> list[threading.Thread]:
-    """Import the flow, start Prefect's ephemeral server and open the MLflow store while the local
-    service starts.
+def _warm_up(project: Project) -> threading.Thread:
+    """Import the flow and open the MLflow store while the local service and the Prefect server
+    start (each takes seconds: heavy imports, MLflow's schema on a new store).
 
-    Each takes seconds (heavy imports, the server's start-up, MLflow's schema migrations on a new
-    SQLite store); overlapping them with the service's start takes that much off every run. All
-    imports happen in one thread, so no two threads import the same packages at once; the other
-    thread only waits for the server's health.
-    Nothing is started for a configured Prefect server (``PREFECT_API_URL``); whatever fails here
-    is simply done again, as usual, by the flow.
+    All imports happen in this one thread, so no two threads import the same packages at once.
+    Whatever fails here is simply done again, as usual, by the flow.
     """
 
     def warm() -> None:
-        server = None
-        if not os.environ.get("PREFECT_API_URL"):
-            with contextlib.suppress(Exception):
-                from prefect.server.api.server import SubprocessASGIServer
-                from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-                timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-
-                # start() waits on the server's health: let it wait while this thread goes on.
-                def start() -> None:
-                    with contextlib.suppress(Exception):
-                        SubprocessASGIServer().start(timeout=timeout)
-
-                server = threading.Thread(target=start, name="warm-up-prefect", daemon=True)
-                server.start()
         with contextlib.suppress(Exception):
-            import tuneops.flows.retrain  # noqa: F401  (mlflow, the stages; prefect is in already)
-        with contextlib.suppress(Exception):
-            from mlflow.tracking import MlflowClient
+            import prefect.flow_engine  # imported on a flow's first call otherwise
+            import prefect.task_engine  # noqa: F401
 
-            MlflowClient(tracking_uri=project.settings.tracking_uri).search_experiments(max_results=1)
-        if server is not None:
-            server.join()
+            import tuneops.flows.retrain  # noqa: F401  (prefect, mlflow, the stages)
+        with contextlib.suppress(Exception):
+            _open_tracking_store(project.settings.tracking_uri or "")
 
     import tuneops.serving.local.launcher  # noqa: F401  (before the thread: no concurrent imports)
 
     thread = threading.Thread(target=warm, name="warm-up", daemon=True)
     thread.start()
-    return [thread]
+    return thread
+
+
+def _open_tracking_store(tracking_uri: str) -> None:
+    """Open (and on first use create) the MLflow store; a new SQLite one starts from the template."""
+    from mlflow.tracking import MlflowClient
+
+    sqlite = tracking_uri.startswith("sqlite:///")
+    database = Path(tracking_uri.removeprefix("sqlite:///")) if sqlite else None
+    seeded = database is not None and seed_database(MLFLOW, database)
+    created = database is not None and not seeded and not database.exists()
+    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    if created and database is not None:
+        save_template(MLFLOW, database)
 
 
 def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) -> None:

@@ -87,4 +87,3 @@ def test_faults_per_request_are_capped() -> None:
     with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
         codes = [http.post("/chat/completions", json=CHAT).status_code for _ in range(4)]
     assert codes == [500, 500, 200, 200]
-
