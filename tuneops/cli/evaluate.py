@@ -21,7 +21,9 @@ from tuneops.cli.common import (
     load_project,
     one_line_errors,
     provider_running,
+    use_project_prefect_home,
 )
+from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
 from tuneops.errors import UsageError
 
 GATE_FAILED_EXIT_CODE = 3
@@ -52,9 +54,16 @@ def eval_command(
     from tuneops.tasks.evaluation.sources import resolve_test_split
 
     resolve_test_split(project.spec, project.settings, dataset, test_file)  # and on a missing split
-    from tuneops.flows.evaluate import evaluate
+    use_project_prefect_home(project.settings)
+    with (
+        project_prefect_server(project_prefect_home(project.settings.state_home)) as server,
+        provider_running(project),
+        one_line_errors(),
+    ):
+        if server is not None:
+            server.wait_ready()
+        from tuneops.flows.evaluate import evaluate
 
-    with provider_running(project), one_line_errors():
         result = evaluate(
             spec_path=str(Path(spec).resolve()),
             candidate_model=candidate,

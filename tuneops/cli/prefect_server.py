@@ -55,6 +55,11 @@ class ProjectPrefectServer:
             save_template(PREFECT, self._database)
 
 
+def project_prefect_home(state_home: Path) -> Path:
+    """The Prefect home in use: the user's ``PREFECT_HOME``, else ``<project>/.tuneops/prefect``."""
+    return Path(os.environ.get("PREFECT_HOME") or state_home / "prefect")
+
+
 @contextlib.contextmanager
 def project_prefect_server(prefect_home: Path) -> Iterator[ProjectPrefectServer | None]:
     """Run the project's Prefect server for the block (None when the user configured a server).

@@ -9,7 +9,6 @@ UI commands.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from tuneops.cli.common import (
     provider_running,
     use_project_prefect_home,
 )
-from tuneops.cli.prefect_server import project_prefect_server
+from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
 from tuneops.state_templates import MLFLOW, save_template, seed_database
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ def run(
     project = load_project(spec)
     use_project_prefect_home(project.settings)
     started = time.monotonic()
-    prefect_home = Path(os.environ.get("PREFECT_HOME") or project.settings.state_home / "prefect")
+    prefect_home = project_prefect_home(project.settings.state_home)
     with project_prefect_server(prefect_home) as server, one_line_errors():
         warming = _warm_up(project)
         with provider_running(project):
