@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 from tuneops.tasks.data.types import SPLIT_NAMES
 
@@ -61,15 +62,29 @@ def manifest_key(name: str, digest: str) -> str:
 
 def assign_split(line: bytes, seed: int, validation: float, test: float) -> int:
     """Which split a canonical line belongs to: ``TRAIN``, ``VALIDATION`` or ``TEST``."""
+    return split_assigner(seed, validation, test)(line)
+
+
+def split_assigner(seed: int, validation: float, test: float) -> Callable[[bytes], int]:
+    """:func:`assign_split` with the seed and ratios bound, for many lines: the salted hash state
+    is built once and copied per line instead of hashing ``salt + line`` anew."""
     if validation <= 0 and test <= 0:
+        return lambda line: TRAIN
+    salted = hashlib.blake2b(digest_size=8)
+    salted.update((seed & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+    test_or_validation = test + validation
+
+    def assign(line: bytes) -> int:
+        hashed = salted.copy()
+        hashed.update(line)
+        u = int.from_bytes(hashed.digest(), "little") / 2**64
+        if u < test:
+            return TEST
+        if u < test_or_validation:
+            return VALIDATION
         return TRAIN
-    salt = (seed & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
-    u = int.from_bytes(hashlib.blake2b(salt + line, digest_size=8).digest(), "little") / 2**64
-    if u < test:
-        return TEST
-    if u < test + validation:
-        return VALIDATION
-    return TRAIN
+
+    return assign
 
 
 def check_name(name: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from tuneops.tasks.data.layout import TEST, TRAIN, VALIDATION, assign_split
+from tuneops.tasks.data.layout import TEST, TRAIN, VALIDATION, split_assigner
 
 TOKENS_PER_SYSTEM_MESSAGE = 3  # the per-message overhead of the cookbook's token count
 
@@ -49,34 +49,39 @@ class RoutedChunk:
     tokens: tuple[int, int, int]
 
 
-def route_chunk(data: bytes, example_tokens: Sequence[int], plan: RoutingPlan) -> RoutedChunk:
-    """Route the whole lines in ``data``; ``example_tokens`` holds one count per non-blank line."""
+def route_lines(lines: Sequence[bytes], example_tokens: Sequence[int], plan: RoutingPlan) -> RoutedChunk:
+    """Route a chunk's raw lines; ``example_tokens`` holds one count per non-blank line."""
     parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
-    rows = [0, 0, 0]
     tokens = [0, 0, 0]
+    only = plan.only if plan.only is not None else TRAIN
+    assign = split_assigner(plan.seed, plan.validation, plan.test) if plan.only is None else None
     n = 0
-    for raw in data.split(b"\n"):
+    for raw in lines:
         line = raw.strip()
         if not line:
             continue
-        count = int(example_tokens[n]) if n < len(example_tokens) else 0
+        count = example_tokens[n] if n < len(example_tokens) else 0
         n += 1
         if plan.inject is not None:
             line, added = inject_system_prompt(line, plan.inject)
             count += plan.inject_tokens if added else 0
-        if plan.only is not None:
-            target = plan.only
-        else:
-            target = assign_split(line, plan.seed, plan.validation, plan.test)
+        target = assign(line) if assign is not None else only
         parts[target].append(line)
-        rows[target] += 1
         tokens[target] += count
-    blobs = tuple(b"\n".join(lines) + b"\n" if lines else b"" for lines in parts)
+    rows = tuple(len(part) for part in parts)
+    for part in parts:
+        if part:
+            part.append(b"")  # so the join ends every line, the last included, with a newline
     return RoutedChunk(
-        data=(blobs[TRAIN], blobs[VALIDATION], blobs[TEST]),
+        data=(b"\n".join(parts[TRAIN]), b"\n".join(parts[VALIDATION]), b"\n".join(parts[TEST])),
         rows=(rows[TRAIN], rows[VALIDATION], rows[TEST]),
         tokens=(tokens[TRAIN], tokens[VALIDATION], tokens[TEST]),
     )
+
+
+def route_chunk(data: bytes, example_tokens: Sequence[int], plan: RoutingPlan) -> RoutedChunk:
+    """:func:`route_lines` on the whole lines of ``data``."""
+    return route_lines(data.split(b"\n"), example_tokens, plan)
 
 
 def inject_system_prompt(line: bytes, text: str) -> tuple[bytes, bool]:

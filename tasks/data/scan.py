@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from tuneops.errors import DatasetError, UsageError
 from tuneops.tasks.data.report import ReportBuilder, ValidationReport
-from tuneops.tasks.data.routing import RoutedChunk, RoutingPlan, route_chunk
+from tuneops.tasks.data.routing import RoutedChunk, RoutingPlan, route_lines
 from tuneops.tasks.data.tokens import ENCODING_NAME, token_counter
 from tuneops.tasks.data.validate import ChunkChecker, ChunkResult, Problem, ValidationOptions
 
@@ -193,8 +193,9 @@ def _check_chunk(
     data: bytes, first_line: int, options: ValidationOptions, plan: RoutingPlan | None
 ) -> Checked:
     """Check one chunk and, when versioning, route its lines (runs in a worker for large files)."""
-    result = _checker(options).check_chunk(data, first_line)
-    routed = route_chunk(data, result.example_tokens, plan) if plan is not None else None
+    lines = data.split(b"\n")
+    result = _checker(options).check_chunk_lines(lines, first_line)
+    routed = route_lines(lines, result.example_tokens, plan) if plan is not None else None
     return result, routed
 
 

@@ -186,10 +186,13 @@ class ChunkChecker:
 
     def check_chunk(self, data: bytes, first_line: int) -> ChunkResult:
         """Check ``data`` (whole lines, ``\\n``-separated) whose first line is ``first_line``."""
+        return self.check_chunk_lines(data.split(b"\n"), first_line)
+
+    def check_chunk_lines(self, lines: list[bytes], first_line: int) -> ChunkResult:
+        """Check a chunk already split at ``\\n`` (a trailing empty piece is not a line)."""
         result = ChunkResult(first_line=first_line)
-        lines = data.split(b"\n")
         if lines and lines[-1] == b"":
-            lines.pop()
+            lines = lines[:-1]
         for offset, raw in enumerate(lines):
             self.check_line(raw, first_line + offset, result)
         result.lines = len(lines)
