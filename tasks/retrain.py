@@ -199,14 +199,23 @@ def test_split_paths(dataset: DatasetVersion, settings: TuneopsSettings) -> tupl
 
 # What evaluation and registration import on first use: azure-ai-evaluation's evaluators and
 # NLTK (scoring), matplotlib's object API (loss curve, evaluation chart), MLflow's pyfunc flavour
-# (the registered model). About 4 s on two cores.
+# and GitPython (the registered model; MLflow tags it with the code's git commit). About 4 s.
 LATER_STAGE_MODULES = (
     "azure.ai.evaluation",
     "nltk",
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
     "mlflow.pyfunc",
+    "git",
 )
+
+
+def _warm_mlflow_requirement_check() -> None:
+    """``log_model`` checks the model's pip requirements against every installed distribution,
+    building a module-to-package map first (~1 s); MLflow caches that map, so build it now."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_packages_to_modules_map()
 
 
 def preload_later_stages(job: FineTuneJob) -> threading.Thread | None:
@@ -224,6 +233,8 @@ def preload_later_stages(job: FineTuneJob) -> threading.Thread | None:
         for name in LATER_STAGE_MODULES:
             with contextlib.suppress(Exception):  # the stage itself reports a missing library
                 importlib.import_module(name)
+        with contextlib.suppress(Exception):  # a private helper of MLflow's: only an optimisation
+            _warm_mlflow_requirement_check()
 
     thread = threading.Thread(target=load, name="preload-later-stages", daemon=True)
     thread.start()

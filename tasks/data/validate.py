@@ -270,16 +270,10 @@ class ChunkChecker:
                     and not content.isspace()
                 ):
                     tokens += TOKENS_PER_MESSAGE + self.counter.cached(role)
-                    if role == "system":
-                        tokens += self.counter.cached(content)
-                        if system_text is None:
-                            system_text = content
-                    else:
-                        n = self.counter(content)
-                        tokens += n
-                        if role == "assistant":
-                            has_assistant = True
-                            result.assistant_tokens += n
+                    tokens += self._text_tokens(role, content, result)
+                    if role == "system" and system_text is None:
+                        system_text = content
+                    has_assistant = has_assistant or role == "assistant"
                     continue
             where = f"messages[{index}]"
             if not isinstance(message, dict):
@@ -339,15 +333,9 @@ class ChunkChecker:
                     )
             text = self._content_text(message, role, has_tool_calls, where, line, problems)
             if text:
-                if role == "system":
-                    tokens += self.counter.cached(text)
-                    if system_text is None:
-                        system_text = text
-                else:
-                    n = self.counter(text)
-                    tokens += n
-                    if role == "assistant":
-                        result.assistant_tokens += n
+                tokens += self._text_tokens(role, text, result)
+                if role == "system" and system_text is None:
+                    system_text = text
         if not has_assistant:
             problems.append(Problem(line, "missing_assistant", "no assistant message to learn from"))
         if system_text is None and self.options.require_system_prompt:
@@ -376,6 +364,16 @@ class ChunkChecker:
         else:
             seen[1] += 1
         return tokens
+
+    def _text_tokens(self, role: str, text: str, result: ChunkResult) -> int:
+        """Tokens of a message's text. System prompts repeat, so their counts are memoised;
+        assistant tokens are also summed (they are what training learns from)."""
+        if role == "system":
+            return self.counter.cached(text)
+        n = self.counter(text)
+        if role == "assistant":
+            result.assistant_tokens += n
+        return n
 
     def _check_tool_calls(
         self, message: dict[str, Any], where: str, line: int, problems: list[Problem], ids: set[str]

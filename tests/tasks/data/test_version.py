@@ -170,19 +170,25 @@ version_files(DatasetSources(Path(sys.argv[1])), name="claims", store=SlowStore(
 """
 
 
+def kill_when_signalled(program: str, args: list[str], signal_file: Path, what: str) -> None:
+    """Run ``program`` and SIGKILL it as soon as it creates ``signal_file`` (it has ``what``)."""
+    process = subprocess.Popen([sys.executable, "-c", program, *args])
+    try:
+        deadline = time.monotonic() + 180
+        while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert signal_file.exists(), f"the writer never {what}"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+
+
 @pytest.mark.slow
 def test_killed_writer_leaves_no_half_version(tmp_path: Path):
     path = write_jsonl(tmp_path / "train.jsonl", valid_rows(200))
     root, signal_file = tmp_path / "store", tmp_path / "progress"
-    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(root), str(signal_file)])
-    try:
-        deadline = time.monotonic() + 120
-        while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert signal_file.exists(), "the writer never committed a split"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    args = [str(path), str(root), str(signal_file)]
+    kill_when_signalled(KILLED_WRITER, args, signal_file, "committed a split")
     store = LocalStore(root)
     assert store.list("datasets")  # a split landed...
     assert list_versions(store) == []  # ...but no version is visible without its manifest
@@ -214,20 +220,11 @@ version_files(DatasetSources(Path(path)), name="claims", store=store, home=Path(
 @pytest.mark.slow
 def test_writer_killed_mid_upload_to_s3_leaves_no_half_version(tmp_path: Path, s3_server, s3_bucket):
     """SIGKILL while a split is half uploaded (a multipart upload under way) to moto's S3 server."""
-    path = write_jsonl(
-        tmp_path / "train.jsonl", valid_rows(70_000)
-    )  # train split > boto3's 8 MB multipart threshold
+    # a train split over boto3's 8 MB multipart threshold
+    path = write_jsonl(tmp_path / "train.jsonl", valid_rows(70_000))
     signal_file = tmp_path / "uploading"
     args = [str(path), s3_server.endpoint_url, s3_bucket, str(signal_file), str(tmp_path / "home-killed")]
-    process = subprocess.Popen([sys.executable, "-c", KILLED_S3_UPLOADER, *args])
-    try:
-        deadline = time.monotonic() + 180
-        while not signal_file.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert signal_file.exists(), "the writer never started uploading a part"
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    kill_when_signalled(KILLED_S3_UPLOADER, args, signal_file, "started uploading a part")
     client = boto3.client("s3", endpoint_url=s3_server.endpoint_url)
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")  # killed mid-upload indeed
     store = open_store(f"s3://{s3_bucket}/data", s3_client=client)
