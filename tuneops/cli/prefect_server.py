@@ -48,7 +48,7 @@ class ProjectPrefectServer:
         except ServiceError as exc:
             raise ServiceError(
                 f"the project's Prefect server did not start (log: {self.managed.log_path})",
-                hint="run 'tuneops run' again; if it fails again, read the log above",
+                hint="try the command again; if it fails again, that log says why",
             ) from exc
         self._ready = True
         if self._database is not None and not self._seeded:
