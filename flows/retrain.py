@@ -79,14 +79,8 @@ def retrain(
         log.info("job %s is already registered as version %s: nothing new to do", job.id, already.version)
         owed = challenger_still_owed(spec, settings, already)
         if owed:  # the run that registered it was stopped before moving the alias
-            set_challenger_task(
-                spec.model.name,
-                already.version,
-                tracking_uri=settings.tracking_uri or "",
-                state_db_url=settings.state_db_url or "",
-                reason=f"gate passed ({reason}; finished after an interrupted run)",
-                actor=current_user(),
-            )
+            resumed = f"{reason}; finished after an interrupted run"
+            _set_challenger(spec.model.name, already.version, settings, resumed)
         return RetrainOutcome(
             dataset=dataset,
             job=job,
@@ -130,14 +124,7 @@ def retrain(
     registered = register_model_task(request, settings.tracking_uri or "", settings.artifact_root)
     challenger_set = False
     if evaluation.passed:
-        set_challenger_task(
-            spec.model.name,
-            registered.version,
-            tracking_uri=settings.tracking_uri or "",
-            state_db_url=settings.state_db_url or "",
-            reason=f"gate passed ({reason})",
-            actor=current_user(),
-        )
+        _set_challenger(spec.model.name, registered.version, settings, reason)
         challenger_set = True
     else:
         log.warning("gate failed for %s: %s", target.model, evaluation.decision.summary())
@@ -151,4 +138,16 @@ def retrain(
         gate_reasons=tuple(evaluation.decision.reasons),
         challenger_set=challenger_set,
         tracking_uri=settings.tracking_uri or "",
+    )
+
+
+def _set_challenger(model_name: str, version: str, settings: TuneopsSettings, reason: str) -> None:
+    """Point ``challenger`` at a version whose gate passed, with the run's reason in the ledger."""
+    set_challenger_task(
+        model_name,
+        version,
+        tracking_uri=settings.tracking_uri or "",
+        state_db_url=settings.state_db_url or "",
+        reason=f"gate passed ({reason})",
+        actor=current_user(),
     )

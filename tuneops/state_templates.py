@@ -90,3 +90,17 @@ def _backup(source: Path, target: Path) -> None:
         contextlib.closing(sqlite3.connect(target)) as dst,
     ):
         src.backup(dst)
+
+
+def open_mlflow_store(tracking_uri: str) -> None:
+    """Open (and on first use create) an MLflow store. A new SQLite store starts as a copy of the
+    template; one MLflow had to create itself becomes the template."""
+    from mlflow.tracking import MlflowClient
+
+    sqlite = tracking_uri.startswith("sqlite:///")
+    database = Path(tracking_uri.removeprefix("sqlite:///")) if sqlite else None
+    seeded = database is not None and seed_database(MLFLOW, database)
+    created = database is not None and not seeded and not database.exists()
+    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    if created and database is not None:
+        save_template(MLFLOW, database)

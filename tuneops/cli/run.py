@@ -27,7 +27,7 @@ from tuneops.cli.common import (
     use_project_prefect_home,
 )
 from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
-from tuneops.state_templates import MLFLOW, save_template, seed_database
+from tuneops.state_templates import open_mlflow_store
 
 if TYPE_CHECKING:
     from tuneops.tasks.retrain import RetrainOutcome
@@ -81,26 +81,13 @@ def _warm_up(project: Project) -> threading.Thread:
 
             import tuneops.flows.retrain  # noqa: F401  (prefect, mlflow, the stages)
         with contextlib.suppress(Exception):
-            _open_tracking_store(project.settings.tracking_uri or "")
+            open_mlflow_store(project.settings.tracking_uri or "")
 
     import tuneops.serving.local.launcher  # noqa: F401  (before the thread: no concurrent imports)
 
     thread = threading.Thread(target=warm, name="warm-up", daemon=True)
     thread.start()
     return thread
-
-
-def _open_tracking_store(tracking_uri: str) -> None:
-    """Open (and on first use create) the MLflow store; a new SQLite one starts from the template."""
-    from mlflow.tracking import MlflowClient
-
-    sqlite = tracking_uri.startswith("sqlite:///")
-    database = Path(tracking_uri.removeprefix("sqlite:///")) if sqlite else None
-    seeded = database is not None and seed_database(MLFLOW, database)
-    created = database is not None and not seeded and not database.exists()
-    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    if created and database is not None:
-        save_template(MLFLOW, database)
 
 
 def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) -> None:

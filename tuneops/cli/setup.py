@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, one_line_errors, settings_for
-from tuneops.state_templates import MLFLOW, PREFECT, save_template, template_path
+from tuneops.state_templates import MLFLOW, PREFECT, open_mlflow_store, template_path
 
 
 def register(app: typer.Typer) -> None:
@@ -62,12 +62,9 @@ def _build_prefect_template() -> None:
 
 
 def _build_mlflow_template() -> None:
-    from mlflow.tracking import MlflowClient
-
+    """Create an MLflow store in a throwaway folder; creating it keeps the template."""
     with tempfile.TemporaryDirectory(prefix="tuneops-template-") as tmp:
-        database = Path(tmp) / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments(max_results=1)
-        save_template(MLFLOW, database)
+        open_mlflow_store(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
 
 
 def _prepare_nltk_data(spec: Path) -> None:
