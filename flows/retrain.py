@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tuneops.providers import is_local_provider
 from tuneops.registry.tasks import register_model_task, set_challenger_task
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
@@ -69,7 +70,7 @@ def retrain(
         run_id=finetune_run_id,
         poll_interval=poll_interval,
         dataset=dataset,
-        max_poll_interval=LOCAL_MAX_POLL_S if spec.provider.kind == "local" else CLOUD_MAX_POLL_S,
+        max_poll_interval=LOCAL_MAX_POLL_S if is_local_provider(spec.provider) else CLOUD_MAX_POLL_S,
     )
     if preloading is not None:
         preloading.join()

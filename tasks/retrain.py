@@ -23,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.errors import DatasetError, VersionNotFoundError
+from tuneops.providers import API_KEY_ENV
 from tuneops.registry.conventions import CHALLENGER, CHAMPION, TAG_ENDPOINT_MODEL, TAG_JOB_ID, TAG_RUN_KIND
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import links_from_version
@@ -35,12 +36,6 @@ from tuneops.tasks.evaluation.pipeline import CHAMPION as CHAMPION_LABEL
 from tuneops.tasks.evaluation.types import ModelUnderTest
 from tuneops.tasks.finetune.rules import is_terminal
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
-
-API_KEY_ENV = {
-    "local": "TUNEOPS_LOCAL_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "azure-openai": "AZURE_OPENAI_API_KEY",
-}
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ class LoadedModel:
         self.model = model
         self.tokenizer = tokenizer
         self.context = context_length(model)
+        self._cache_argument = _cache_argument(model)
         stops = {tokenizer.eos_token_id}
         for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
             token_id = tokenizer.convert_tokens_to_ids(token)
@@ -92,12 +93,11 @@ class LoadedModel:
         generated: list[int] = []
         emitted = ""
         finish = "length"
-        past = None
+        cache, cache_argument = self._new_cache()
         step_input = torch.tensor([prompt], device=self.model.device)
         with torch.no_grad():
             for _ in range(budget):
-                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = self.model(input_ids=step_input, use_cache=True, **{cache_argument: cache})
                 token = self._pick(out.logits[0, -1, :].float(), params, generator)
                 if token in self.stop_ids:
                     finish = "stop"
@@ -134,6 +134,17 @@ class LoadedModel:
                 result = item
         assert result is not None
         return result
+
+    def _new_cache(self) -> tuple[Any, str]:
+        """An empty KV cache the model fills in place, and the keyword its ``forward`` takes it by.
+
+        transformers 5.24 renamed ``past_key_values=`` to ``cache=`` (the old name warns, and is
+        removed in 5.40); earlier 5.x releases know only the old name. Both update a
+        ``DynamicCache`` in place, so the loop never reads the cache back from the output.
+        """
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config), self._cache_argument
 
     @staticmethod
     def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
@@ -196,3 +207,15 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None) -> LoadedModel:
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval()
     return LoadedModel(model, tokenizer)
+
+
+def _cache_argument(model: Any) -> str:
+    """``cache`` where the model's ``forward`` declares it (transformers >= 5.24), else the old name."""
+    import inspect
+
+    forward = type(model).forward
+    try:
+        parameters = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tuneops.errors import ServiceError
+from tuneops.providers import local_service_key
 from tuneops.settings import QUIET_ENVIRONMENT, TuneopsSettings
 
 API_KEY_ENV = "TUNEOPS_LOCAL_API_KEY"
@@ -162,7 +163,7 @@ def running_service(
     local service is started on the URL's host and port with ``settings.models_dir`` as its home,
     and stopped (SIGTERM, then kill) when the block ends.
     """
-    key = api_key or (settings.local_api_key.get_secret_value() if settings.local_api_key else None)
+    key = api_key or local_service_key(settings)
     if answers_openai(base_url, key):
         yield base_url
         return

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tuneops.providers import resolve_endpoint
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
@@ -59,30 +60,17 @@ class EvaluationResult:
         return self.decision.passed
 
 
-def _provider_endpoint(spec: Spec, settings: TuneopsSettings) -> tuple[str, str | None]:
-    provider = spec.provider
-    if provider.kind == "local":
-        key = settings.local_api_key
-        return provider.base_url, key.get_secret_value() if key else None
-    if provider.kind == "openai":
-        key = settings.openai_api_key
-        return provider.base_url, key.get_secret_value() if key else None
-    key = settings.azure_openai_api_key
-    # Azure OpenAI's v1 surface speaks the plain OpenAI protocol; model= is the deployment name.
-    return f"{provider.endpoint.rstrip('/')}/openai/v1", key.get_secret_value() if key else None
-
-
 def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id: str) -> ModelUnderTest:
     """A model reached through the spec's provider, prompted with the production system prompt."""
-    base_url, key = _provider_endpoint(spec, settings)
+    endpoint = resolve_endpoint(spec.provider, settings)
     policy = spec.data.system_prompt
     inject = policy.policy == "inject" and policy.text
     price = spec.evaluation.prices.get(label)  # type: ignore[call-overload]
     return ModelUnderTest(
         label=label,
-        base_url=base_url,
+        base_url=endpoint.base_url,
         model=model_id,
-        api_key=key,
+        api_key=endpoint.api_key,
         system_prompt=policy.text if inject else None,
         system_prompt_mode="inject" if inject else "keep",
         price_per_1m_input_tokens=price.input_per_million_tokens if price else None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tuneops.errors import ProviderAuthError
+from tuneops.providers import LOCAL_PLACEHOLDER_KEY, resolve_endpoint
 from tuneops.tasks.finetune.types import (
     FineTuneJob,
     FineTuneRequest,
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from tuneops.settings import TuneopsSettings
     from tuneops.spec import ProviderConfig
 
-LOCAL_PLACEHOLDER_KEY = "tuneops-local"
-"""The local service needs no key, but the SDK refuses to start without one."""
+
+__all__ = ["LOCAL_PLACEHOLDER_KEY", "FineTuneProvider", "provider_for"]
 
 
 @runtime_checkable
@@ -89,36 +89,23 @@ def provider_for(
         credential: Azure only; anything with ``get_token(scope)`` (default: azure-identity's
             ``DefaultAzureCredential``). Tests pass a static token here.
     """
-    if config.kind == "azure-openai":
+    endpoint = resolve_endpoint(config, settings)
+    if endpoint.client_kind == "azure":
         from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
 
-        if settings.azure_openai_api_key is None:
-            raise ProviderAuthError(
-                "provider.kind is azure-openai but no Azure OpenAI key is set",
-                hint="set AZURE_OPENAI_API_KEY in the environment or the project's .env",
-            )
         return AzureOpenAIProvider(
-            config,
-            api_key=settings.azure_openai_api_key.get_secret_value(),
+            config,  # type: ignore[arg-type]  # client_kind "azure" is the Azure section
+            api_key=endpoint.require_key(),
             timeout=timeout,
             credential=credential,
         )
 
     from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
 
-    if config.kind == "openai":
-        if settings.openai_api_key is None:
-            raise ProviderAuthError(
-                "provider.kind is openai but no OpenAI key is set",
-                hint="set OPENAI_API_KEY in the environment or the project's .env",
-            )
-        key = settings.openai_api_key.get_secret_value()
-    else:
-        key = settings.local_api_key.get_secret_value() if settings.local_api_key else LOCAL_PLACEHOLDER_KEY
     return OpenAICompatibleProvider(
-        kind=config.kind,
-        base_url=config.base_url,
-        api_key=key,
-        organization=config.organization if config.kind == "openai" else None,
+        kind=endpoint.kind,
+        base_url=endpoint.base_url,
+        api_key=endpoint.require_key(),
+        organization=endpoint.organization,
         timeout=timeout,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tuneops.errors import FineTuneFailedError, TransientProviderError, UsageError
+from tuneops.providers import is_local_provider
 from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.provider import FineTuneProvider
@@ -46,7 +47,7 @@ def hyperparameters_for(spec: Spec) -> dict[str, Any]:
     ``lora_dropout``, ``lora_target_modules``); cloud providers would reject them.
     """
     chosen = {k: v for k, v in spec.finetune.hyperparameters.model_dump().items() if v != "auto"}
-    if spec.provider.kind == "local":
+    if is_local_provider(spec.provider):
         lora = spec.finetune.lora
         chosen.update(lora_r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout)
         if lora.target_modules:

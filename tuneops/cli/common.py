@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from tuneops.errors import TuneopsError
+from tuneops.providers import is_local_provider
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SPEC_FILE_NAME, Spec, load_spec
 
@@ -96,7 +97,7 @@ def one_line_errors() -> Iterator[None]:
 def provider_running(project: Project) -> Iterator[None]:
     """For the local provider, run tuneops' service for the block when nothing answers at its URL."""
     config = project.spec.provider
-    if config.kind != "local":
+    if not is_local_provider(config):
         yield
         return
     from tuneops.serving.local.launcher import answers_openai, running_service

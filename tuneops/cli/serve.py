@@ -11,6 +11,7 @@ import typer
 
 from tuneops.cli.common import DEFAULT_SPEC, SpecOption, err_console, settings_for
 from tuneops.errors import ServiceError, UsageError
+from tuneops.providers import local_service_key
 
 serve_app = typer.Typer(help="Run tuneops' own services.", no_args_is_help=True)
 
@@ -71,7 +72,7 @@ def serve_models(
                 f"--base-model-dir {folder}: no config.json there; give a Hugging Face model folder"
             )
     settings = settings_for(spec)
-    key = api_key or (settings.local_api_key.get_secret_value() if settings.local_api_key else None)
+    key = api_key or local_service_key(settings)
     _check_port(host, port)
     err_console.print(
         f"tuneops local service on http://{host}:{port}/v1 (home {settings.models_dir})"
