@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -106,3 +107,26 @@ def provider_running(project: Project) -> Iterator[None]:
         err_console.print(f"[dim]starting the local tuning service at {config.base_url}[/dim]")
     with running_service(project.settings, config.base_url):
         yield
+
+
+@contextlib.contextmanager
+def flow_session(project: Project, warm_up: Callable[[], threading.Thread] | None = None) -> Iterator[None]:
+    """Everything a command needs before it calls a flow, in the order that overlaps start-ups.
+
+    The project's Prefect server starts first (it boots while the rest happens), errors turn into
+    one line, the local provider starts if the spec uses it and nothing answers, and only then
+    does the block wait for the server. ``warm_up`` starts a thread (e.g. importing the flow)
+    that runs while the provider starts and is joined before the block.
+    """
+    from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
+
+    use_project_prefect_home(project.settings)
+    prefect_home = project_prefect_home(project.settings.state_home)
+    with project_prefect_server(prefect_home) as server, one_line_errors():
+        warming = warm_up() if warm_up is not None else None
+        with provider_running(project):
+            if warming is not None:
+                warming.join()
+            if server is not None:
+                server.wait_ready()
+            yield
