@@ -1,9 +1,9 @@
 """Thin Prefect tasks of the evaluation stage: the public API the ``retrain`` flow calls.
 
 ``evaluate_candidate`` does the work (see ``pipeline``); the task adds what belongs to Prefect:
-a markdown artifact with the side-by-side table, and the ``tuneops.gate.failed`` event when the
-gate rejects the candidate. No Prefect retries: generation retries per row inside, and a re-run
-reuses the cached answers. A failed gate is a returned result, never a failed task.
+a markdown artifact with the side-by-side table, and the gate-failed event (``events.GATE_FAILED``)
+when the gate rejects the candidate. No Prefect retries: generation retries per row inside, and a
+re-run reuses the cached answers. A failed gate is a returned result, never a failed task.
 """
 
 from __future__ import annotations
@@ -14,19 +14,12 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
+from tuneops import events
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.evaluation.pipeline import EvaluationResult, evaluate_candidate
 from tuneops.tasks.evaluation.types import ModelUnderTest
-
-GATE_FAILED_EVENT = "tuneops.gate.failed"
-
-
-def model_resource_id(model_name: str) -> str:
-    """The Prefect resource id of a model, as every tuneops event names it."""
-    return f"tuneops.model.{model_name}"
 
 
 def publish_evaluation(spec: Spec, result: EvaluationResult) -> None:
@@ -34,16 +27,14 @@ def publish_evaluation(spec: Spec, result: EvaluationResult) -> None:
     key = re.sub(r"[^a-z0-9-]", "-", f"evaluation-{spec.model.name}".lower())
     create_markdown_artifact(result.markdown, key=key, description=result.decision.summary()[:500])
     if not result.passed:
-        emit_event(
-            event=GATE_FAILED_EVENT,
-            resource={"prefect.resource.id": model_resource_id(spec.model.name)},
-            payload={
-                "model": spec.model.name,
-                "candidate": result.summaries[result.decision.candidate].model,
-                "reasons": list(result.decision.reasons),
-                "mlflow_run_id": result.mlflow_run_id,
-                "dataset_digest": result.dataset_digest,
-            },
+        events.emit(
+            events.GATE_FAILED,
+            spec.model.name,
+            result.decision.summary(),
+            candidate=result.summaries[result.decision.candidate].model,
+            reasons=list(result.decision.reasons),
+            mlflow_run_id=result.mlflow_run_id,
+            dataset_digest=result.dataset_digest,
         )
 
 
