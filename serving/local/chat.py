@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tuneops.serving.local.rules import ApiError, new_id
+from tuneops.serving.local.rules import new_id
+from tuneops.serving.openai_wire import ApiError
 
 SYSTEM_FINGERPRINT = "fp_tuneops_local"
 _ROLES = ("system", "developer", "user", "assistant", "tool")

@@ -1,7 +1,8 @@
 """Pure decisions of the local service: ids, model names, hyperparameters, early stopping, paging.
 
-No I/O and no SDK imports, so every rule here is unit-tested exhaustively. The HTTP layer turns
-``ApiError`` into OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``).
+No I/O and no SDK imports, so every rule here is unit-tested exhaustively. A refusal is an
+``ApiError`` (from :mod:`tuneops.serving.openai_wire`), which the HTTP layer answers in OpenAI's
+error shape.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tuneops.errors import ProviderRejectedError
+from tuneops.serving.openai_wire import ApiError
 
 ORGANIZATION = "tuneops"
 DEFAULT_BASE_LEARNING_RATE = 1e-2
@@ -29,28 +30,6 @@ _FT_NAME = re.compile(
     r"^ft:(?P<base>[^:]+):(?P<org>[^:]*):(?P<suffix>[^:]*):(?P<short>[A-Za-z0-9]+)(?::ckpt-step-(?P<step>\d+))?$"
 )
 T = TypeVar("T")
-
-
-class ApiError(ProviderRejectedError):
-    """A request the service refuses, carrying the fields of OpenAI's error object."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int = 400,
-        param: str | None = None,
-        code: str | None = None,
-        type: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message, status_code=status_code)
-        self.param = param
-        self.code = code
-        self.type = type
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body OpenAI sends for this error."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 def new_id(prefix: str, length: int = 24) -> str:

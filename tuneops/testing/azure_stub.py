@@ -20,7 +20,8 @@ import json
 import re
 from typing import Any
 
-from tuneops.testing.openai_stub import OpenAIStubServer, _error
+from tuneops.serving.openai_wire import error_body
+from tuneops.testing.openai_stub import OpenAIStubServer
 
 _DEPLOYMENT = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
@@ -68,13 +69,11 @@ class AzureOpenAIStubServer(OpenAIStubServer):
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
         if "api-version" not in query:
-            return 404, _error("Resource not found", "invalid_request_error", "404")
+            return 404, error_body("Resource not found", code="404")
         self.api_versions.add(query["api-version"][0])
         if not self._authorized(headers, query):
-            return 401, _error(
-                "Access denied due to invalid subscription key or wrong API endpoint.",
-                "invalid_request_error",
-                "401",
+            return 401, error_body(
+                "Access denied due to invalid subscription key or wrong API endpoint.", code="401"
             )
         return None
 

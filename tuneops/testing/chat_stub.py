@@ -2,8 +2,9 @@
 
 For tests and benchmarks of anything that calls models: fixed latency, canned or echo answers
 (or any function of model and messages), and fault injection (a share of 429 with Retry-After and
-of 500 responses, or requests that always fail). Standard library only; ``ThreadingHTTPServer``
-with Nagle's algorithm off, otherwise small responses wait ~40 ms for a delayed ACK.
+of 500 responses, or requests that always fail). Standard library only, apart from tuneops' wire
+module (errors and auth exactly as the real servers answer them); ``ThreadingHTTPServer`` with
+Nagle's algorithm off, otherwise small responses wait ~40 ms for a delayed ACK.
 
 Usage::
 
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tuneops.serving.openai_wire import ApiError, bearer_key_accepted, error_body, parse_json, unknown_url
 
 Messages = list[dict[str, Any]]
 AnswerFn = Callable[[str, Messages], str]
@@ -94,8 +97,12 @@ class StubStats:
         return sum(self.statuses.values())
 
 
-def _error_body(status: int, message: str, kind: str, code: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+def _error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> bytes:
+    return json.dumps(error_body(message, type=kind, code=code)).encode()
+
+
+def _not_found(method: str, path: str) -> bytes:
+    return json.dumps(unknown_url(method, path).body()).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -117,10 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         key = self.server.config.api_key
-        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+        if bearer_key_accepted(self.headers.get("Authorization"), [key] if key is not None else []):
             return True
-        self._send(401, _error_body(401, "Incorrect API key provided", "invalid_request_error",
-                                    "invalid_api_key"))  # fmt: skip
+        self._send(401, _error_body("Incorrect API key provided", code="invalid_api_key"))
         return False
 
     def do_GET(self) -> None:
@@ -133,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             self._send(200, json.dumps({"object": "list", "data": data}).encode())
         else:
-            self._send(404, _error_body(404, f"no route {self.path}", "invalid_request_error", None))
+            self._send(404, _not_found("GET", self.path))
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -141,15 +147,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send(404, _error_body(404, f"no route {self.path}", "invalid_request_error", None))
+            self._send(404, _not_found("POST", self.path))
             return
         try:
-            request = json.loads(raw)
+            request = parse_json(raw)
             model = str(request["model"])
             messages = list(request["messages"])
-        except (ValueError, KeyError, TypeError):
-            self._send(400, _error_body(400, "body must be JSON with model and messages",
-                                        "invalid_request_error", None))  # fmt: skip
+        except ApiError as exc:
+            self._send(exc.status_code or 400, json.dumps(exc.body()).encode())
+            return
+        except (KeyError, TypeError):
+            self._send(400, _error_body("body must be a JSON object with model and messages"))
             return
         config = self.server.config
         if config.latency_s:
@@ -157,14 +165,13 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.draw_fault(model, messages)
         if fault == 429:
             self.server.stats.record(429, model)
-            self._send(429, _error_body(429, "Rate limit reached, retry later", "requests",
-                                        "rate_limit_exceeded"),
+            self._send(429, _error_body("Rate limit reached, retry later", "requests", "rate_limit_exceeded"),
                        {"Retry-After": f"{config.retry_after_s:g}"})  # fmt: skip
             return
         if fault == 500:
             self.server.stats.record(500, model)
             headers = {"Retry-After": f"{config.retry_after_s:g}"} if config.retry_after_on_500 else None
-            self._send(500, _error_body(500, "The server had an error", "server_error", None), headers)
+            self._send(500, _error_body("The server had an error", "server_error"), headers)
             return
         text = config.answer(model, messages)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)

@@ -32,6 +32,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tuneops.serving.openai_wire import (
+    ApiError,
+    bearer_key_accepted,
+    error_body,
+    page_params,
+    parse_json,
+    unknown_url,
+)
+
+MAX_LIST_LIMIT = 10_000  # OpenAI's largest page (files); the stub applies it to every list
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -216,20 +227,18 @@ class OpenAIStubServer:
         return None
 
     def _authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
-        if self.api_key is None:
-            return True
-        return bool(headers.get("Authorization", "") == f"Bearer {self.api_key}")
+        keys = [self.api_key] if self.api_key is not None else []
+        return bool(bearer_key_accepted(headers.get("Authorization"), keys))
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
         """Protocol checks before routing (auth here; Azure adds ``api-version``)."""
         if not self._authorized(headers, query):
             presented = str(headers.get("Authorization", "")).removeprefix("Bearer ")
             masked = f"{presented[:8]}****{presented[-4:]}" if len(presented) > 12 else "****"
-            return 401, _error(  # worded like OpenAI's, which echoes a masked key
+            return 401, error_body(  # worded like OpenAI's, which echoes a masked key
                 f"Incorrect API key provided: {masked}. You can find your API key at "
                 "https://platform.openai.com/account/api-keys.",
-                "invalid_request_error",
-                "invalid_api_key",
+                code="invalid_api_key",
             )
         return None
 
@@ -337,8 +346,8 @@ class OpenAIStubServer:
     def _paginate(
         self, items: list[dict[str, Any]], query: dict[str, list[str]], default: int
     ) -> dict[str, Any]:
-        limit = int(query.get("limit", [default])[0])
-        after = query.get("after", [None])[0]
+        first = {key: values[0] for key, values in query.items()}
+        after, limit = page_params(first, default=default, maximum=MAX_LIST_LIMIT)
         if after is not None:
             ids = [i["id"] for i in items]
             items = items[ids.index(after) + 1 :] if after in ids else []
@@ -353,7 +362,7 @@ class OpenAIStubServer:
         if method == "POST" and path == "/files":
             fields, files = _multipart(headers.get("Content-Type", ""), body)
             if "file" not in files:
-                return 400, _error("Missing file", "invalid_request_error", None, "file"), {}
+                return 400, error_body("Missing file", param="file"), {}
             filename, content = files["file"]
             file_id = state.next_id("file")
             state.files[file_id] = self._file_object(
@@ -372,16 +381,12 @@ class OpenAIStubServer:
         match = re.fullmatch(r"/files/([^/]+)", path)
         if method == "GET" and match:
             found = state.files.get(match.group(1))
-            return (
-                (200, found, {})
-                if found
-                else (404, _error("No such File object", "invalid_request_error"), {})
-            )
+            return (200, found, {}) if found else (404, error_body("No such File object"), {})
         if method == "POST" and path == "/fine_tuning/jobs":
-            payload = json.loads(body or b"{}")
+            payload = parse_json(body or b"{}")
             problem = self._validate_create(payload)
             if problem:
-                return 400, _error(problem, "invalid_request_error", None, "training_file"), {}
+                return 400, error_body(problem, param="training_file"), {}
             job = self._new_job(payload)
             state.jobs[job["id"]] = job
             self._event(job["id"], f"Created fine-tuning job: {job['id']}")
@@ -400,7 +405,7 @@ class OpenAIStubServer:
             if found_job is None:
                 return (
                     404,
-                    _error(f"Could not find fine-tune job {match.group(1)}", "invalid_request_error"),
+                    error_body(f"Could not find fine-tune job {match.group(1)}"),
                     {},
                 )
             job = found_job
@@ -416,7 +421,7 @@ class OpenAIStubServer:
                     job.update(status="cancelled", finished_at=_now())
                     self._event(job["id"], "Fine-tuning job cancelled")
                 return 200, job, {}
-        return 404, _error(f"Invalid URL ({method} {path})", "invalid_request_error"), {}
+        return 404, unknown_url(method, path).body(), {}
 
     def handle_outside(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
@@ -451,7 +456,7 @@ class OpenAIStubServer:
                 if not parts.path.startswith(stub.path_prefix):
                     with stub._lock:
                         outside = stub.handle_outside(method, parts.path, query, self.headers, body)
-                    self._reply(*(outside or (404, _error("Unknown path", "invalid_request_error"), {})))
+                    self._reply(*(outside or (404, unknown_url(method, parts.path).body(), {})))
                     return
                 path = parts.path[len(stub.path_prefix) :].rstrip("/") or "/"
                 with stub._seen:
@@ -468,14 +473,19 @@ class OpenAIStubServer:
                 if fault and fault.kind == "status":
                     extra = {"Retry-After": str(int(fault.retry_after))} if fault.retry_after else {}
                     kind = "rate_limit_exceeded" if fault.status == 429 else "server_error"
-                    self._reply(fault.status, _error(f"injected {fault.status}", kind, kind), extra)
+                    self._reply(
+                        fault.status, error_body(f"injected {fault.status}", type=kind, code=kind), extra
+                    )
                     return
                 problem = stub._check_request(self.headers, query)
                 if problem is not None:
                     self._reply(*problem, {})
                     return
                 with stub._lock:
-                    status, payload, extra = stub.handle(method, path, query, self.headers, body)
+                    try:
+                        status, payload, extra = stub.handle(method, path, query, self.headers, body)
+                    except ApiError as exc:
+                        status, payload, extra = exc.status_code or 400, exc.body(), {}
                 if fault and fault.kind == "lost_after":
                     self._reset()
                     return
@@ -513,11 +523,6 @@ class OpenAIStubServer:
                 self._serve("DELETE")
 
         return Handler
-
-
-def _error(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's documented error body."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuneops.serving.local.chat import ChunkFactory, completion, parse_chat_request
-from tuneops.serving.local.rules import ApiError
+from tuneops.serving.openai_wire import ApiError
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -6,9 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuneops.errors import ProviderRejectedError
 from tuneops.serving.local.rules import (
-    ApiError,
     Hyperparameters,
     RequestedHyperparameters,
     best_epoch,
@@ -25,19 +23,7 @@ from tuneops.serving.local.rules import (
     validate_metadata,
     validate_suffix,
 )
-
-
-def test_api_error_is_a_provider_rejection_with_openai_body() -> None:
-    error = ApiError("bad", status_code=404, param="model", code="model_not_found")
-    assert isinstance(error, ProviderRejectedError) and error.status_code == 404
-    assert error.body() == {
-        "error": {
-            "message": "bad",
-            "type": "invalid_request_error",
-            "param": "model",
-            "code": "model_not_found",
-        }
-    }
+from tuneops.serving.openai_wire import ApiError
 
 
 def test_ids_have_prefix_and_are_unique() -> None:

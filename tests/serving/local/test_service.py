@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tuneops.serving.local.rules import ApiError
 from tuneops.serving.local.service import LocalService, ServiceConfig
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples
+from tuneops.serving.openai_wire import ApiError
 
 
 @pytest.fixture
