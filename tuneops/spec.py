@@ -225,6 +225,20 @@ class MonitoringConfig(_Section):
     embedding_auc_threshold: Annotated[float, Field(gt=0.5, le=1)] = 0.55
 
 
+class ServingConfig(_Section):
+    """How the gateway serves this model: text capture (privacy), request limits, routing refresh.
+
+    With ``capture_text`` off the request log keeps sizes, tokens and the hashed user key but no
+    prompt or response text. ``refresh_seconds`` bounds how long an alias moved in the MLflow UI
+    takes to move traffic (webhooks make it immediate), hence at most 2 s.
+    """
+
+    capture_text: bool = True
+    upstream_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    max_request_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    refresh_seconds: Annotated[float, Field(gt=0, le=2)] = 2.0
+
+
 class Spec(_Section):
     """A whole ``tuneops.yaml``. ``source`` is where it was read from (not part of the YAML)."""
 
@@ -235,6 +249,7 @@ class Spec(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     rollout: RolloutConfig = RolloutConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("provider", mode="before")
     @classmethod
