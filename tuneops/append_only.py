@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tuneops.errors import StoreError
-from tuneops.statedb import describe
+from tuneops.statedb import create_tables, describe, make_engine
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PG_FUNCTION = (  # "%%": psycopg2 formats every statement, even one without parameters
@@ -46,6 +46,14 @@ def _postgres_statements(table: str) -> list[str]:
         f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
         "FOR EACH STATEMENT EXECUTE FUNCTION tuneops_refuse_change()",
     ]
+
+
+def open_history_tables(url: str, metadata: sa.MetaData, append_only: Sequence[str]) -> Engine:
+    """An engine on the state database at ``url`` with ``metadata``'s tables, ``append_only`` guarded."""
+    engine = make_engine(url)
+    create_tables(engine, metadata)
+    make_append_only(engine, append_only)
+    return engine
 
 
 def make_append_only(engine: Engine, tables: Sequence[str]) -> None:

@@ -40,9 +40,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from tuneops.append_only import UtcDateTime, as_utc, insert_ignoring_duplicates, make_append_only, utcnow
+from tuneops.append_only import UtcDateTime, as_utc, insert_ignoring_duplicates, open_history_tables, utcnow
 from tuneops.errors import StoreError
-from tuneops.statedb import create_tables, describe, make_engine
+from tuneops.statedb import describe
 
 try:
     import fcntl
@@ -180,10 +180,7 @@ class RequestLog:
     @classmethod
     def open(cls, url: str) -> RequestLog:
         """Connect to the state database at ``url``; create the tables and triggers if needed."""
-        engine = make_engine(url)
-        create_tables(engine, metadata)
-        make_append_only(engine, [request_table.name, feedback_table.name])
-        return cls(engine)
+        return cls(open_history_tables(url, metadata, [request_table.name, feedback_table.name]))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from tuneops.append_only import UtcDateTime, as_utc, insert_ignoring_duplicates, make_append_only, utcnow
+from tuneops.append_only import UtcDateTime, as_utc, insert_ignoring_duplicates, open_history_tables, utcnow
 from tuneops.errors import StoreError
-from tuneops.statedb import create_tables, describe, make_engine
+from tuneops.statedb import describe
 
 FULL_WEIGHT = 10_000  # basis points; the gateway's bucket count (tuneops.serving.gateway.assignment)
 STRATEGIES = ("shadow", "blue-green", "canary", "ab")
@@ -151,10 +151,7 @@ class RoutingState:
     @classmethod
     def open(cls, url: str) -> RoutingState:
         """Connect to the state database at ``url``; create the tables and triggers if needed."""
-        engine = make_engine(url)
-        create_tables(engine, metadata)
-        make_append_only(engine, [changes_table.name])
-        return cls(engine)
+        return cls(open_history_tables(url, metadata, [changes_table.name]))
 
     def close(self) -> None:
         self.engine.dispose()
