@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneops.processes import free_port
 from tuneops.settings import QUIET_ENVIRONMENT, TuneopsSettings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -35,13 +35,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # No test may reach a real cloud by accident.
     for key in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "MLFLOW_TRACKING_URI", "AWS_PROFILE"):
         os.environ.pop(key, None)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

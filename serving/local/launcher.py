@@ -2,19 +2,15 @@
 
 ``running_service`` is what ``tuneops run`` and other stages' tests call: reuse whatever already
 answers OpenAI-style at the base URL, or start the service there for the duration of the block.
-Start-up is awaited on the ``/health`` endpoint (never on a fixed sleep), and an early exit of the
-child is reported with the tail of its log.
+Starting, waiting on ``/health`` and stopping are :mod:`tuneops.processes`' (no fixed sleeps; an
+early exit of the child is reported with the tail of its log).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tuneops.errors import ServiceError
+from tuneops.processes import ManagedProcess, free_port, start_process
 from tuneops.providers import local_service_key
 from tuneops.settings import QUIET_ENVIRONMENT, TuneopsSettings
 
@@ -33,37 +30,29 @@ API_KEY_ENV = "TUNEOPS_LOCAL_API_KEY"
 class ServiceProcess:
     """A running service child: where it answers and how to stop it."""
 
-    process: subprocess.Popen[bytes]
-    base_url: str
+    managed: ManagedProcess
     home: Path
-    log_path: Path
     api_key: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.managed.url
 
     @property
     def root_url(self) -> str:
         return self.base_url.removesuffix("/v1")
 
+    @property
+    def log_path(self) -> Path:
+        return self.managed.log_path
+
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (the worker stops at its next step, state stays resumable), then SIGKILL."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        self.managed.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing gets a chance to clean up."""
-        self.process.kill()
-        self.process.wait(10)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        self.managed.kill()
 
 
 def answers_openai(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
@@ -74,13 +63,6 @@ def answers_openai(base_url: str, api_key: str | None = None, timeout: float = 2
         return response.status_code == 200 and response.json().get("object") == "list"
     except (httpx.HTTPError, ValueError):
         return False
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def start_service(
@@ -97,6 +79,7 @@ def start_service(
     """Start ``python -m tuneops.serving.local`` on ``home`` and wait until ``/health`` answers.
 
     ``tiny_profile`` None leaves the choice to ``TUNEOPS_TINY_PROFILE`` (default: ``default``).
+    The key travels in the environment, never on the command line (where ``ps`` would show it).
     """
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -117,40 +100,20 @@ def start_service(
         command += ["--tiny-profile", tiny_profile]
     for folder in base_model_dirs:
         command += ["--base-model-dir", str(folder)]
-    env = {**QUIET_ENVIRONMENT, **os.environ}
-    if api_key:
-        env[API_KEY_ENV] = api_key
-    else:
-        env.pop(API_KEY_ENV, None)
-    log_path = home / "service.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    service = ServiceProcess(process, f"http://{host}:{port}/v1", home, log_path, api_key)
-    deadline = time.monotonic() + startup_timeout
-    with httpx.Client(timeout=1.0) as client:
-        while True:
-            if process.poll() is not None:
-                raise ServiceError(
-                    f"the local service exited with code {process.returncode} while starting: "
-                    f"{_log_tail(log_path)}",
-                    hint=f"full log: {log_path}",
-                )
-            try:
-                if client.get(f"{service.root_url}/health").status_code == 200:
-                    return service
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                service.stop(5)
-                raise ServiceError(
-                    f"the local service did not answer on {service.root_url}/health within "
-                    f"{startup_timeout:.0f}s",
-                    hint=f"see {log_path}",
-                )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(0.1)  # also notices an early exit at once
+    root_url = f"http://{host}:{port}"
+    managed = start_process(
+        "the local service",
+        command,
+        url=f"{root_url}/v1",
+        health=f"{root_url}/health",
+        log_path=home / "service.log",
+        env={API_KEY_ENV: api_key or None},
+        base_env={**QUIET_ENVIRONMENT, **os.environ},
+        append_log=True,  # a restart on the same home keeps the earlier run's log
+        group=False,  # SIGTERM to the service alone: it stops its worker at the next step
+        timeout=startup_timeout,
+    )
+    return ServiceProcess(managed, home, api_key)
 
 
 @contextlib.contextmanager

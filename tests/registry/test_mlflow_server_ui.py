@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tuneops.processes import free_port
 from tuneops.registry.conventions import OBSERVED_ACTOR, ModelRef
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.lineage import build_lineage
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.slow
 UI_ALIAS_ENDPOINT = "/ajax-api/2.0/mlflow/registered-models/alias"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Iterator[str]:
     """``mlflow server`` on SQLite with webhooks enabled for a receiver on 127.0.0.1."""
@@ -44,7 +38,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Pa
 
     folder = tmp_path_factory.mktemp("mlflow-server")
     shutil.copyfile(_mlflow_template, folder / "mlflow.db")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(
         {

@@ -34,7 +34,7 @@ def start_mlflow_server(
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     return start_process(
-        "mlflow server", command, url=url, health_url=f"{url}/health",
+        "mlflow server", command, url=url, health=f"{url}/health",
         log_path=log_dir / "mlflow-server.log", env=env, timeout=timeout,
     )  # fmt: skip
 
@@ -59,6 +59,6 @@ def start_prefect_server(
     }
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     return start_process(
-        "prefect server", command, url=url, health_url=f"{url}/health",
+        "prefect server", command, url=url, health=f"{url}/health",
         log_path=log_dir / "prefect-server.log", env=env, timeout=timeout,
     )  # fmt: skip

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tuneops.errors import ServiceError
+from tuneops.processes import free_port
 from tuneops.serving.local.launcher import (
     ServiceProcess,
     answers_openai,
-    free_port,
     running_service,
     start_service,
 )
