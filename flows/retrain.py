@@ -15,24 +15,26 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tuneops.flows.retrain_steps import RetrainOutcome, preload_later_stages, registration_request
 from tuneops.providers import is_local_provider
-from tuneops.registry.tasks import register_model_task, set_challenger_task
+from tuneops.registry.ledger import current_actor
+from tuneops.registry.tasks import (
+    challenger_still_owed,
+    find_registered_version,
+    register_model_task,
+    set_challenger_task,
+)
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
 from tuneops.tasks.data.tasks import version_dataset
+from tuneops.tasks.evaluation.inputs import choose_contenders, evaluation_split_paths
 from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 from tuneops.tasks.finetune.submit import cost_of
-from tuneops.tasks.finetune.tasks import inference_target, submit_finetune, wait_for_finetune
-from tuneops.tasks.retrain import (
-    RetrainOutcome,
-    challenger_still_owed,
-    choose_contenders,
-    current_user,
-    find_registered_version,
+from tuneops.tasks.finetune.tasks import (
+    inference_target,
     open_finetune_run,
-    preload_later_stages,
-    registration_request,
-    test_split_paths,
+    submit_finetune,
+    wait_for_finetune,
 )
 
 # Polling the local service costs nothing, and every second between the job's end and the next
@@ -75,10 +77,15 @@ def retrain(
     if preloading is not None:
         preloading.join()
 
-    already = find_registered_version(spec, settings, job)
+    already = find_registered_version(
+        spec.model.name,
+        job.id,
+        tracking_uri=settings.tracking_uri or "",
+        artifact_root=settings.artifact_root,
+    )
     if already is not None:
         log.info("job %s is already registered as version %s: nothing new to do", job.id, already.version)
-        owed = challenger_still_owed(spec, settings, already)
+        owed = challenger_still_owed(already, state_db_url=settings.state_db_url or "")
         if owed:  # the run that registered it was stopped before moving the alias
             resumed = f"{reason}; finished after an interrupted run"
             _set_challenger(spec.model.name, already.version, settings, resumed)
@@ -97,7 +104,7 @@ def retrain(
 
     target = inference_target(spec, settings, job)
     contenders = choose_contenders(spec, settings, target)
-    test_split, train_split = test_split_paths(dataset, settings)
+    test_split, train_split = evaluation_split_paths(dataset, settings)
     flow_run_id = str(flow_run.get_id() or "")
     evaluation = evaluate_candidate_task(
         spec,
@@ -150,5 +157,5 @@ def _set_challenger(model_name: str, version: str, settings: TuneopsSettings, re
         tracking_uri=settings.tracking_uri or "",
         state_db_url=settings.state_db_url or "",
         reason=f"gate passed ({reason})",
-        actor=current_user(),
+        actor=current_actor(),
     )

@@ -34,6 +34,7 @@ TAG_TRAINED_TOKENS = "tuneops.trained_tokens"
 TAG_ESTIMATED_COST = "tuneops.estimated_cost"
 TAG_RUN_KIND = "tuneops.kind"
 RUN_KIND_REGISTRATION = "registration"
+RUN_KIND_FINETUNE = "finetune"
 
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"

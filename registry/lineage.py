@@ -22,7 +22,7 @@ from tuneops.errors import RegistryError, StoreError, UsageError, VersionNotFoun
 from tuneops.registry import conventions as c
 from tuneops.registry.ledger import Ledger, utcnow
 from tuneops.registry.mlflow_store import RegistryStore, RunSummary
-from tuneops.registry.register import TAG_SHA256
+from tuneops.registry.tracking import TAG_SHA256
 from tuneops.registry.types import LedgerEntry, RegisteredVersion
 
 SCHEMA_VERSION = 1

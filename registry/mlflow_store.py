@@ -1,9 +1,11 @@
-"""The MLflow adapter: the narrow set of registry and tracking calls the registry area needs.
+"""The MLflow adapter: registered models, versions, aliases, webhooks, experiments and run lookups.
 
 Every MLflow error becomes a :class:`RegistryError` (``VersionNotFoundError`` when something
-asked for does not exist) and every answer is one of our own types, so nothing above this
-module imports MLflow. The client is bound to explicit URIs; the process-wide tracking URI is
-only switched, and restored, around the few fluent calls that have no client form.
+asked for does not exist) and every answer is one of our own types, so nothing outside
+``registry/`` imports MLflow. Writing runs (params, metrics, artifacts, dataset inputs) is
+:mod:`tuneops.registry.tracking`, on top of this store. The client is bound to explicit URIs and
+private; the process-wide tracking URI is only switched, and restored, around the few fluent
+calls that have no client form.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class RegistryStore:
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
     @classmethod
     def from_settings(cls, settings: TuneopsSettings) -> RegistryStore:
@@ -132,17 +134,17 @@ class RegistryStore:
         """Create the registered model unless it exists already."""
         with self.errors(f"registered model {name!r}"):
             try:
-                self.client.get_registered_model(name)
+                self._client.get_registered_model(name)
             except MlflowException as exc:
                 if not _is_not_found(exc):
                     raise
-                self.client.create_registered_model(name, description=description or None)
+                self._client.create_registered_model(name, description=description or None)
 
     def aliases(self, name: str) -> dict[str, str]:
         """Every alias of ``name`` now (alias -> version); empty when the model does not exist."""
         with self.errors(f"aliases of {name!r}"):
             try:
-                model = self.client.get_registered_model(name)
+                model = self._client.get_registered_model(name)
             except MlflowException as exc:
                 if _is_not_found(exc):
                     return {}
@@ -151,27 +153,27 @@ class RegistryStore:
 
     def get_version(self, name: str, version: str) -> RegisteredVersion:
         with self.errors(f"model version {name}/{version}"):
-            return self._ours(self.client.get_model_version(name, str(version)))
+            return self._ours(self._client.get_model_version(name, str(version)))
 
     def version_by_alias(self, name: str, alias: str) -> RegisteredVersion:
         """The version ``alias`` points at; MLflow answers an unknown alias with a 400, not a 404."""
         if alias not in self.aliases(name):
             raise VersionNotFoundError(f"model {name}@{alias} is not set")
         with self.errors(f"model {name}@{alias}"):
-            return self._ours(self.client.get_model_version_by_alias(name, alias))
+            return self._ours(self._client.get_model_version_by_alias(name, alias))
 
     def find_version_by_job(self, name: str, job_id: str) -> RegisteredVersion | None:
         """The oldest version of ``name`` made from fine-tune ``job_id``, if any."""
         query = f"name = {_quote(name)} and tags.`{TAG_JOB_ID}` = {_quote(job_id)}"
         with self.errors(f"versions of {name!r}"):
-            found = list(self.client.search_model_versions(query))
+            found = list(self._client.search_model_versions(query))
         if not found:
             return None
         return self._ours(min(found, key=lambda v: int(v.version)))
 
     def versions(self, name: str) -> list[RegisteredVersion]:
         with self.errors(f"versions of {name!r}"):
-            found = list(self.client.search_model_versions(f"name = {_quote(name)}"))
+            found = list(self._client.search_model_versions(f"name = {_quote(name)}"))
         return sorted((self._ours(v) for v in found), key=lambda v: int(v.version))
 
     def create_version(
@@ -186,22 +188,34 @@ class RegistryStore:
         # The registry resolves ``models:/m-...`` sources through the *process-wide* tracking store,
         # not the client's: without this it looks in ./mlflow.db and finds no logged model.
         with self.errors(f"registering a version of {name!r}"), self.fluent():
-            created = self.client.create_model_version(
+            created = self._client.create_model_version(
                 name, source, run_id=run_id, tags=tags, description=description or None, model_id=model_id
             )
         return self._ours(created, created_now=True)
 
     def delete_version(self, name: str, version: str) -> None:
         with self.errors(f"deleting {name}/{version}"):
-            self.client.delete_model_version(name, str(version))
+            self._client.delete_model_version(name, str(version))
 
     def set_alias(self, name: str, alias: str, version: str | None) -> None:
         """Point ``alias`` at ``version``, or remove it when ``version`` is None."""
         with self.errors(f"moving {name}@{alias}"):
             if version is None:
-                self.client.delete_registered_model_alias(name, alias)
+                self._client.delete_registered_model_alias(name, alias)
             else:
-                self.client.set_registered_model_alias(name, alias, str(version))
+                self._client.set_registered_model_alias(name, alias, str(version))
+
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def upsert_webhook(self, name: str, url: str, secret: str, events: list[Any]) -> str:
+        """Create webhook ``name``, or repoint the existing one; returns its id."""
+        with self.errors("installing the MLflow webhook"):
+            for hook in self._client.list_webhooks():
+                if hook.name == name:
+                    self._client.update_webhook(hook.webhook_id, url=url, secret=secret, events=events)
+                    return str(hook.webhook_id)
+            created = self._client.create_webhook(name, url, events=events, secret=secret)
+        return str(created.webhook_id)
 
     def _ours(self, mv: Any, *, created_now: bool = False) -> RegisteredVersion:
         return RegisteredVersion(
@@ -221,14 +235,14 @@ class RegistryStore:
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment ``name``, created with an artifact location under our root."""
         with self.errors(f"experiment {name!r}"):
-            found = self.client.get_experiment_by_name(name)
+            found = self._client.get_experiment_by_name(name)
             if found is not None:
                 return str(found.experiment_id)
             location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
             try:
-                return str(self.client.create_experiment(name, artifact_location=location))
+                return str(self._client.create_experiment(name, artifact_location=location))
             except MlflowException:
-                found = self.client.get_experiment_by_name(name)  # lost a creation race
+                found = self._client.get_experiment_by_name(name)  # lost a creation race
                 if found is None:
                     raise
                 return str(found.experiment_id)
@@ -237,12 +251,12 @@ class RegistryStore:
         """Runs of the experiment carrying all of ``tags``, oldest first."""
         query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
         with self.errors(f"runs in experiment {experiment_id}"):
-            runs = self.client.search_runs([experiment_id], filter_string=query, order_by=["start_time ASC"])
+            runs = self._client.search_runs([experiment_id], filter_string=query, order_by=["start_time ASC"])
         return [self._run(r) for r in runs]
 
     def get_run(self, run_id: str) -> RunSummary:
         with self.errors(f"run {run_id}"):
-            return self._run(self.client.get_run(run_id))
+            return self._run(self._client.get_run(run_id))
 
     def load_json_artifact(self, run_id: str, path: str) -> Any | None:
         """A JSON artifact of a run, or None when the run has no such file."""
@@ -250,7 +264,7 @@ class RegistryStore:
 
         with self.errors(f"artifact {path} of run {run_id}"):
             folder, _, name = path.rpartition("/")
-            if name not in {Path(f.path).name for f in self.client.list_artifacts(run_id, folder or None)}:
+            if name not in {Path(f.path).name for f in self._client.list_artifacts(run_id, folder or None)}:
                 return None
             with tempfile.TemporaryDirectory(prefix="tuneops-artifact-") as tmp:
                 local = mlflow.artifacts.download_artifacts(
@@ -280,3 +294,17 @@ class RegistryStore:
             inputs=inputs,
             start_time=_millis(run.info.start_time),
         )
+
+
+def open_mlflow_store(tracking_uri: str) -> None:
+    """Open (and on first use create) an MLflow store. A new SQLite store starts as a copy of the
+    machine's migrated template; one MLflow had to create itself becomes the template."""
+    from tuneops.state_templates import MLFLOW, save_template, seed_database
+
+    sqlite = tracking_uri.startswith("sqlite:///")
+    database = Path(tracking_uri.removeprefix("sqlite:///")) if sqlite else None
+    seeded = database is not None and seed_database(MLFLOW, database)
+    created = database is not None and not seeded and not database.exists()
+    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    if created and database is not None:
+        save_template(MLFLOW, database)

@@ -1,8 +1,9 @@
 """Thin Prefect tasks over the registry: what the ``retrain`` flow calls.
 
-Both are safe to retry and to re-run after a crash: registration looks the job up first, and a
-promotion to where the alias already is changes nothing. They retry only on failures that may
-be transient (MLflow or the state database unreachable), never on a refusal or a missing version.
+All are safe to retry and to re-run after a crash: registration looks the job up first, a
+promotion to where the alias already is changes nothing, and the look-ups change nothing. The
+writers retry only on failures that may be transient (MLflow or the state database unreachable),
+never on a refusal or a missing version.
 Arguments are plain strings and our frozen dataclasses, so Prefect can hash them for caching.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tuneops.errors import RegistryError, UserError, VersionNotFoundError
-from tuneops.registry.conventions import CHALLENGER
+from tuneops.registry.conventions import CHALLENGER, GATE_PASSED
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote
@@ -40,6 +42,31 @@ def register_model_task(
 ) -> RegisteredVersion:
     """Register one fine-tune as a model version (one version per job, however often it runs)."""
     return register_model(request, RegistryStore(tracking_uri, artifact_root))
+
+
+@task(name="find-registered-version", cache_policy=NO_CACHE)
+def find_registered_version(
+    model_name: str, job_id: str, *, tracking_uri: str, artifact_root: str | None = None
+) -> RegisteredVersion | None:
+    """The version an earlier run registered for fine-tune ``job_id``, if any."""
+    return RegistryStore(tracking_uri, artifact_root).find_version_by_job(model_name, job_id)
+
+
+@task(name="challenger-still-owed", cache_policy=NO_CACHE)
+def challenger_still_owed(version: RegisteredVersion, *, state_db_url: str) -> bool:
+    """True when ``version`` passed its gate but ``challenger`` never pointed at it.
+
+    That is a run killed between registering and moving the alias: the re-run owes the move. A
+    version the ledger shows as challenger once is left alone, whatever people did with it since.
+    """
+    if version.gate != GATE_PASSED:
+        return False
+    ledger = Ledger.open(state_db_url)
+    try:
+        history = ledger.history(version.model_name, CHALLENGER)
+    finally:
+        ledger.close()
+    return all(entry.to_version != version.version for entry in history)
 
 
 @task(name="set-challenger", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient_only)

@@ -172,10 +172,4 @@ def install_webhook(store: RegistryStore, url: str, secret: str) -> str:
         RegistryError: the tracking store has no webhook support (only ``mlflow server`` and SQL
             stores do) or refused the URL (see the module docstring for the server's settings).
     """
-    with store.errors("installing the MLflow webhook"):
-        for hook in store.client.list_webhooks():
-            if hook.name == WEBHOOK_NAME:
-                store.client.update_webhook(hook.webhook_id, url=url, secret=secret, events=ALIAS_EVENTS)
-                return str(hook.webhook_id)
-        created = store.client.create_webhook(WEBHOOK_NAME, url, events=ALIAS_EVENTS, secret=secret)
-        return str(created.webhook_id)
+    return store.upsert_webhook(WEBHOOK_NAME, url, secret, ALIAS_EVENTS)

@@ -10,13 +10,14 @@ that flows, tasks and the CLI only ever reason about our own types::
     │   ├── UsageError                a command was called wrongly (exit code 2)
     │   └── BudgetExceededError       the cost guard refused to submit a job
     ├── StoreError                    the data store or state database failed
-    │   └── VersionNotFoundError      no such dataset version / model version
     ├── ProviderError                 a model provider (OpenAI API endpoint) failed
     │   ├── TransientProviderError    worth retrying: 429, 5xx, timeouts, dropped connections
     │   ├── ProviderAuthError         401/403: the key is wrong or missing
     │   ├── ProviderRejectedError     4xx other than auth: the request itself is wrong
     │   └── FineTuneFailedError       the provider ran the job and it failed or was cancelled
-    ├── RegistryError                 MLflow registry / promotion ledger problems
+    ├── RegistryError                 MLflow (tracking and registry) / promotion ledger problems
+    │   ├── VersionNotFoundError      no such model version / alias / run (also a StoreError: the
+    │   │                             data catalog raises it for a missing dataset version)
     │   └── PromotionRefusedError     a guard refused an alias move (e.g. gate failed, no --force)
     └── ServiceError                  a local service (tuning service, gateway) could not start
 
@@ -70,10 +71,6 @@ class StoreError(TuneopsError):
     """The data store or the state database failed."""
 
 
-class VersionNotFoundError(StoreError):
-    """A dataset version or model version that was asked for does not exist."""
-
-
 class ProviderError(TuneopsError):
     """A model provider failed. ``status_code`` is the HTTP status when there was one."""
 
@@ -117,7 +114,15 @@ class FineTuneFailedError(ProviderError):
 
 
 class RegistryError(TuneopsError):
-    """The model registry or the promotion ledger failed."""
+    """MLflow (runs, registry) or the promotion ledger failed; every MLflow error lands here."""
+
+
+class VersionNotFoundError(RegistryError, StoreError):
+    """A model version, alias or run (or a dataset version) that was asked for does not exist.
+
+    Mostly the registry's answer, hence a :class:`RegistryError`; it stays a :class:`StoreError`
+    too because the data catalog raises it for dataset versions and callers catch it as such.
+    """
 
 
 class PromotionRefusedError(RegistryError, UserError):

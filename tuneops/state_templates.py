@@ -93,14 +93,9 @@ def _backup(source: Path, target: Path) -> None:
 
 
 def open_mlflow_store(tracking_uri: str) -> None:
-    """Open (and on first use create) an MLflow store. A new SQLite store starts as a copy of the
-    template; one MLflow had to create itself becomes the template."""
-    from mlflow.tracking import MlflowClient
+    """Kept for ``tuneops setup``, which imports it from here: the MLflow side (seed from the
+    template, let MLflow migrate, keep the result) is :func:`tuneops.registry.mlflow_store.open_mlflow_store`,
+    because only ``registry/`` speaks to MLflow."""
+    from tuneops.registry.mlflow_store import open_mlflow_store as open_store
 
-    sqlite = tracking_uri.startswith("sqlite:///")
-    database = Path(tracking_uri.removeprefix("sqlite:///")) if sqlite else None
-    seeded = database is not None and seed_database(MLFLOW, database)
-    created = database is not None and not seeded and not database.exists()
-    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    if created and database is not None:
-        save_template(MLFLOW, database)
+    open_store(tracking_uri)

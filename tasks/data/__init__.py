@@ -6,7 +6,7 @@ worker processes):
 - ``validate_file(path, options) -> ValidationReport``
 - ``version_from_spec(spec, store=..., home=...) -> DatasetVersion``
 - ``version_dataset(spec, settings) -> DatasetVersion`` (Prefect task)
-- ``log_dataset_inputs(version, run_id=None)`` (Prefect task; MLflow run inputs + manifest)
+- ``links_from_version(version) -> tuple[DatasetLink, ...]`` (what lineage records of a version)
 - ``materialize_split(version, split, settings) -> Path``
 - ``list_versions(store, name=None)``, ``resolve_version(store, "NAME[@DIGEST]")``, ``store_for(settings)``
 """
@@ -21,7 +21,7 @@ _LAZY = {
     "version_from_spec": "tuneops.tasks.data.version",
     "version_files": "tuneops.tasks.data.version",
     "version_dataset": "tuneops.tasks.data.tasks",
-    "log_dataset_inputs": "tuneops.tasks.data.tasks",
+    "links_from_version": "tuneops.tasks.data.tracking",
     "materialize_split": "tuneops.tasks.data.catalog",
     "list_versions": "tuneops.tasks.data.catalog",
     "resolve_version": "tuneops.tasks.data.catalog",

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks of the data stage; the logic lives in ``version`` and ``tracking``."""
+"""Thin Prefect tasks of the data stage; the logic lives in ``version``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.catalog import store_for
 from tuneops.tasks.data.store import TransientStoreError
-from tuneops.tasks.data.tracking import log_dataset_inputs as _log_dataset_inputs
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.data.version import version_from_spec
 
@@ -35,9 +34,3 @@ def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
 def version_dataset(spec: Spec, settings: TuneopsSettings) -> DatasetVersion:
     """Validate, split and commit the spec's data to the settings' data store (idempotent)."""
     return version_from_spec(spec, store=store_for(settings), home=settings.state_home)
-
-
-@task(name="log_dataset_inputs")
-def log_dataset_inputs(version: DatasetVersion, run_id: str | None = None) -> None:
-    """Record ``version``'s splits as inputs of an MLflow run (see ``tracking``)."""
-    _log_dataset_inputs(version, run_id)

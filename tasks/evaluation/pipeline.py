@@ -159,7 +159,7 @@ def evaluate_candidate(
 
     Raises:
         ProviderError: a model could not answer every row (the message says how many).
-        StoreError: MLflow could not be written.
+        RegistryError: MLflow could not be written.
     """
     config = spec.evaluation
     check_metrics(_metrics(spec), [gate.metric for gate in config.gates])

@@ -1,25 +1,22 @@
 """Log one evaluation to one MLflow run: aggregates, per-row table, comparison chart, decision.
 
-The MLflow adapter of this stage. It uses an explicit ``MlflowClient(tracking_uri=...)`` and an
-explicit artifact location, never the global tracking state, so importing or calling it does not
-change anything else in the process. API keys are never part of what is logged: models are
-described by ``ModelUnderTest.identity()``, which has none.
+What this stage records is decided here; the writing goes through the registry's
+``RunTracker`` (explicit tracking URI and artifact location, never the global tracking state, no
+MLflow import here). API keys are never part of what is logged: models are described by
+``ModelUnderTest.identity()``, which has none.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from tuneops.errors import StoreError
 from tuneops.tasks.evaluation.rules import PromotionDecision
 from tuneops.tasks.evaluation.summary import Comparisons
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
 
 STAGE_TAG = "tuneops.stage"
-_METRICS_PER_CALL = 1000
 
 
 def _metric_rows(
@@ -123,75 +120,50 @@ def log_evaluation_run(
 ) -> str:
     """Create the evaluation run and log everything to it; returns the run id.
 
-    The test split is logged as a run input the way the data stage logs its splits (name, source
-    URI, digest = the split's sha256 cut to MLflow's 36 characters, context ``test``), so
+    The test split is logged as a run input the way the fine-tune run logs its splits (name,
+    source URI, digest = the split's sha256 cut to MLflow's 36 characters, context ``test``), so
     ``search_runs("dataset.digest = ...")`` finds evaluations as well as fine-tunes.
 
     Raises:
-        StoreError: MLflow could not be written to.
+        RegistryError: MLflow could not be written to.
     """
-    from mlflow import MlflowClient
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
-    from mlflow.exceptions import MlflowException
+    from tuneops.registry.tracking import MetricPoint, RunTracker, stage_inputs
+    from tuneops.registry.types import DatasetLink
 
-    from tuneops.registry.mlflow_store import RegistryStore
-    from tuneops.tasks.data.tracking import dataset_source, mlflow_digest
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        experiment_id = RegistryStore(tracking_uri, artifact_root).ensure_experiment(experiment_name)
-        candidate = decision.candidate
-        tags = {STAGE_TAG: "evaluation", "tuneops.gate": "passed" if decision.passed else "failed"}
-        tags.update(extra_tags or {})
-        run = client.create_run(experiment_id, tags=tags, run_name=f"evaluate-{candidate}")
-        run_id = run.info.run_id
-        params = {"dataset_digest": dataset_digest, "rows": str(len(examples)), **settings_params(settings)}
-        for a in answers:
-            identity = a.model.identity()
-            params[f"{a.label}.model"] = identity["model"]
-            params[f"{a.label}.base_url"] = identity["base_url"]
-            params[f"{a.label}.system_prompt_mode"] = identity["system_prompt_mode"]
-            params[f"{a.label}.few_shot"] = str(len(a.model.few_shot))
-        now = _now_ms()
-        metric_rows = _metric_rows(summaries, comparisons, candidate)
-        metric_rows["gate.passed"] = 1.0 if decision.passed else 0.0
-        for a in answers:  # wall time spent answering now (0 when the answers came from the cache)
-            metric_rows[f"{a.label}.generation_seconds"] = round(a.wall_seconds, 3)
-        metrics = [Metric(k, v, now, 0) for k, v in metric_rows.items()]
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        for start in range(0, len(metrics), _METRICS_PER_CALL):
-            client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
-        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local files
-            warnings.simplefilter("ignore", UserWarning)
-            source = dataset_source(split_uri)
-        dataset = MetaDataset(  # type: ignore[abstract]  # MLflow's own class, profile is optional
-            source=source, name=dataset_name, digest=mlflow_digest(split_sha256)
-        )
-        input_tags = {
-            "mlflow.data.context": "test",
-            "tuneops.sha256": split_sha256,
-            "tuneops.version_digest": dataset_digest,
-            "tuneops.rows": str(len(examples)),
-        }
-        inputs = [InputTag(key=k, value=v) for k, v in input_tags.items()]
-        client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), inputs)])
-        client.log_table(run_id, _row_table(examples, answers, scores), "evaluation/rows.json")
-        client.log_figure(run_id, comparison_figure(summaries), "evaluation/comparison.png")
-        client.log_dict(run_id, decision.to_dict(), "evaluation/decision.json")
-        client.log_text(run_id, markdown, "evaluation/summary.md")
-        client.log_batch(run_id, tags=[RunTag("tuneops.dataset_digest", dataset_digest)])
-        client.set_terminated(run_id)
-    except MlflowException as exc:
-        raise StoreError(f"could not log the evaluation to MLflow at {tracking_uri}: {exc.message}") from exc
-    return str(run_id)
+    tracker = RunTracker.open(tracking_uri, artifact_root)
+    candidate = decision.candidate
+    tags = {STAGE_TAG: "evaluation", "tuneops.gate": "passed" if decision.passed else "failed"}
+    tags.update(extra_tags or {})
+    run_id = tracker.start_run(experiment_name, f"evaluate-{candidate}", tags)
+    params = {"dataset_digest": dataset_digest, "rows": str(len(examples)), **settings_params(settings)}
+    for a in answers:
+        identity = a.model.identity()
+        params[f"{a.label}.model"] = identity["model"]
+        params[f"{a.label}.base_url"] = identity["base_url"]
+        params[f"{a.label}.system_prompt_mode"] = identity["system_prompt_mode"]
+        params[f"{a.label}.few_shot"] = str(len(a.model.few_shot))
+    metric_rows = _metric_rows(summaries, comparisons, candidate)
+    metric_rows["gate.passed"] = 1.0 if decision.passed else 0.0
+    for a in answers:  # wall time spent answering now (0 when the answers came from the cache)
+        metric_rows[f"{a.label}.generation_seconds"] = round(a.wall_seconds, 3)
+    tracker.log_batch(run_id, params=params, metrics=[MetricPoint(k, v) for k, v in metric_rows.items()])
+    test_split = DatasetLink(
+        split="test",
+        digest=split_sha256,
+        uri=split_uri,
+        dataset_name=dataset_name,
+        version_digest=dataset_digest,
+        rows=len(examples),
+    )
+    tracker.log_dataset_inputs(run_id, stage_inputs([test_split]))
+    tracker.log_table(run_id, _row_table(examples, answers, scores), "evaluation/rows.json")
+    tracker.log_figure(run_id, comparison_figure(summaries), "evaluation/comparison.png")
+    tracker.log_dict(run_id, decision.to_dict(), "evaluation/decision.json")
+    tracker.log_text(run_id, markdown, "evaluation/summary.md")
+    tracker.log_batch(run_id, tags={"tuneops.dataset_digest": dataset_digest})
+    tracker.finish_run(run_id)
+    return run_id
 
 
 def settings_params(settings: GenerationSettings) -> dict[str, str]:
     return {f"generation.{k}": str(v) for k, v in settings.to_dict().items()}
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)

@@ -90,6 +90,25 @@ def wait_for_job(
             chosen.close()
 
 
+@task(name="open-finetune-run", cache_policy=NO_CACHE)
+def open_finetune_run(
+    spec: Spec, settings: TuneopsSettings, job: FineTuneJob, dataset: DatasetVersion
+) -> str:
+    """The MLflow run that records ``job`` (found by its job id, else started with the dataset's
+    splits as inputs); ``wait_for_finetune`` logs into it."""
+    from tuneops.tasks.data.tracking import links_from_version
+    from tuneops.tasks.finetune.tracking import open_job_run
+
+    return open_job_run(
+        settings,
+        spec.model.name,
+        job,
+        dataset_ref=dataset.ref,
+        datasets=links_from_version(dataset),
+        manifest=dataset.manifest,
+    )
+
+
 @task(name="submit-finetune", cache_policy=NO_CACHE, retries=0)
 def submit_finetune(
     spec: Spec, settings: TuneopsSettings, dataset: DatasetVersion, attempt: int = 1

@@ -98,7 +98,7 @@ def test_ui_moves_show_up_in_ledger_and_lineage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     build_version()
-    store.client.set_registered_model_alias(M, "champion", "1")
+    _fixtures.mlflow_client(store).set_registered_model_alias(M, "champion", "1")
     code, out, _ = run(["registry", "reconcile"], capsys, monkeypatch)
     assert code == 0 and "(observed)" in out
     code, out, _ = run(["ledger", M, "--json"], capsys, monkeypatch)

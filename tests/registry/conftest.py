@@ -19,8 +19,9 @@ import pytest
 
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
-from tuneops.registry.register import links_from_version, register_model
+from tuneops.registry.register import register_model
 from tuneops.registry.types import DatasetLink, RegisteredVersion, RegistrationRequest
+from tuneops.tasks.data.tracking import links_from_version
 
 
 @dataclass
@@ -88,6 +89,13 @@ def store(mlflow_store: Any) -> RegistryStore:
     return RegistryStore(mlflow_store.tracking_uri, mlflow_store.artifact_root)
 
 
+def mlflow_client(store: RegistryStore) -> Any:
+    """MLflow's own client on the store: what the MLflow UI or a script does outside tuneops."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.registry_uri)
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     opened = Ledger.open(f"sqlite:///{tmp_path / 'state.db'}")
@@ -152,7 +160,7 @@ def build_version(store: RegistryStore, tmp_path: Path, chat_stub: ChatStub) -> 
 
         links, manifest = write_dataset(tmp_path / "data", name, seed)
         experiment_id = store.ensure_experiment(name)
-        client = store.client
+        client = mlflow_client(store)
         ft = client.create_run(experiment_id, run_name=f"finetune-{job_id}", tags={"tuneops.job_id": job_id})
         for key, value in {"n_epochs": "3", "batch_size": "4", "learning_rate_multiplier": "2.0"}.items():
             client.log_param(ft.info.run_id, key, value)

@@ -18,6 +18,8 @@ from tuneops.registry.promotion import promote
 from tuneops.registry.render import ledger_table, lineage_tree
 from tuneops.tasks.data.store import open_store
 
+from .conftest import mlflow_client
+
 M = "support-bot"
 
 
@@ -166,7 +168,7 @@ def test_unreachable_links_become_warnings_not_failures(
     build_version: Any, store: RegistryStore, ledger: Ledger
 ) -> None:
     built = build_version()
-    store.client.delete_run(built.eval_run_id)
+    mlflow_client(store).delete_run(built.eval_run_id)
     store.set_alias(M, "champion", "1")
 
     def unreachable(uri: str) -> dict[str, Any]:
@@ -214,8 +216,8 @@ def test_gate_reasons_fall_back_to_the_decision_artifact(
     build_version: Any, store: RegistryStore, ledger: Ledger
 ) -> None:
     built = build_version()
-    store.client.delete_model_version_tag(M, "1", "tuneops.gate_reasons")
-    store.client.delete_model_version_tag(M, "1", "tuneops.gate")
-    store.client.delete_tag(built.eval_run_id, "tuneops.gate")
+    mlflow_client(store).delete_model_version_tag(M, "1", "tuneops.gate_reasons")
+    mlflow_client(store).delete_model_version_tag(M, "1", "tuneops.gate")
+    mlflow_client(store).delete_tag(built.eval_run_id, "tuneops.gate")
     lineage = build_lineage(store, ledger, ModelRef(M, version="1"))
     assert lineage.evaluation.gate == "passed" and lineage.evaluation.gate_reasons == ["f1 0.81 >= 0.6"]

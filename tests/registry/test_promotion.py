@@ -13,6 +13,8 @@ from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote, reconcile, rollback
 
+from .conftest import mlflow_client
+
 M = "support-bot"
 
 
@@ -78,15 +80,15 @@ def test_moves_made_outside_tuneops_are_observed(
     build_version(job_id="j1")
     build_version(job_id="j2", seed="v2")
     promote(store, ledger, M, "1", "champion", reason="r")
-    store.client.set_registered_model_alias(M, "champion", "2")  # what the MLflow UI does
-    store.client.set_registered_model_alias(M, "staging", "1")
+    mlflow_client(store).set_registered_model_alias(M, "champion", "2")  # what the MLflow UI does
+    mlflow_client(store).set_registered_model_alias(M, "staging", "1")
     found = reconcile(store, ledger, M)
     assert [(e.alias, e.from_version, e.to_version, e.actor, e.source) for e in found] == [
         ("champion", "1", "2", OBSERVED_ACTOR, "reconcile"),
         ("staging", None, "1", OBSERVED_ACTOR, "reconcile"),
     ]
     assert reconcile(store, ledger, M) == []
-    store.client.delete_registered_model_alias(M, "staging")
+    mlflow_client(store).delete_registered_model_alias(M, "staging")
     assert [(e.alias, e.to_version) for e in reconcile(store, ledger, M)] == [("staging", None)]
 
 
@@ -107,7 +109,7 @@ def test_concurrent_reconcilers_record_a_move_once(
     build_version: Any, store: RegistryStore, ledger: Ledger
 ) -> None:
     build_version()
-    store.client.set_registered_model_alias(M, "champion", "1")
+    mlflow_client(store).set_registered_model_alias(M, "champion", "1")
     threads = [threading.Thread(target=reconcile, args=(store, ledger, M)) for _ in range(4)]
     for t in threads:
         t.start()

@@ -13,7 +13,9 @@ import pytest
 
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.register import register_model
-from tuneops.tasks.data.tracking import mlflow_digest
+from tuneops.registry.tracking import mlflow_digest
+
+from .conftest import mlflow_client
 
 
 def test_registers_one_version_with_the_conventional_tags(build_version: Any, store: RegistryStore) -> None:
@@ -41,10 +43,10 @@ def test_registering_the_same_job_twice_yields_one_version(build_version: Any, s
 def test_a_crash_after_logging_reuses_the_logged_model(build_version: Any, store: RegistryStore) -> None:
     """Simulate a kill between logging the model and creating the version: no second run or model."""
     built = build_version()
-    store.client.delete_model_version("support-bot", built.version.version)
-    runs_before = store.client.search_runs([store.ensure_experiment("support-bot")])
+    mlflow_client(store).delete_model_version("support-bot", built.version.version)
+    runs_before = mlflow_client(store).search_runs([store.ensure_experiment("support-bot")])
     again = register_model(built.request, store)
-    runs_after = store.client.search_runs([store.ensure_experiment("support-bot")])
+    runs_after = mlflow_client(store).search_runs([store.ensure_experiment("support-bot")])
     assert again.created and again.run_id == built.version.run_id
     assert len(runs_after) == len(runs_before)
 
@@ -59,7 +61,7 @@ def test_dataset_inputs_are_logged_on_the_registration_run(build_version: Any, s
     assert by_split["train"].source.endswith("train.jsonl") or "train.jsonl" in by_split["train"].source
     assert run.params["hp.n_epochs"] == "3"
     assert run.metrics["trained_tokens"] == 1234
-    found = store.client.search_runs(
+    found = mlflow_client(store).search_runs(
         [run.experiment_id], filter_string=f"dataset.digest = '{mlflow_digest(train)}'"
     )
     assert run.run_id in {r.info.run_id for r in found}
@@ -94,7 +96,9 @@ def test_concurrent_registrations_of_one_job_leave_one_version(
     build_version: Any, store: RegistryStore
 ) -> None:
     built = build_version(job_id="j-race")
-    store.client.delete_model_version("support-bot", built.version.version)  # start from "not registered"
+    mlflow_client(store).delete_model_version(
+        "support-bot", built.version.version
+    )  # start from "not registered"
     request = replace(built.request, job_id="j-race-2")
     results: list[str] = []
     errors: list[BaseException] = []

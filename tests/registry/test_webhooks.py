@@ -15,6 +15,8 @@ from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.webhooks import WEBHOOK_ACTOR, WebhookReceiver, signature, verify
 
+from .conftest import mlflow_client
+
 SECRET = "test-webhook-secret"
 
 
@@ -65,7 +67,7 @@ def test_an_alias_event_reaches_the_ledger(
     build_version: Any, store: RegistryStore, ledger: Ledger, receiver: WebhookReceiver
 ) -> None:
     build_version()
-    store.client.set_registered_model_alias("support-bot", "champion", "1")
+    mlflow_client(store).set_registered_model_alias("support-bot", "champion", "1")
     response = deliver(receiver.url, alias_event("support-bot", "champion", "1"))
     assert response.status_code == 200
     (entry,) = ledger.history("support-bot")
@@ -84,7 +86,7 @@ def test_unsigned_or_stale_deliveries_are_refused(
     build_version: Any, store: RegistryStore, ledger: Ledger, receiver: WebhookReceiver
 ) -> None:
     build_version()
-    store.client.set_registered_model_alias("support-bot", "champion", "1")
+    mlflow_client(store).set_registered_model_alias("support-bot", "champion", "1")
     assert (
         deliver(receiver.url, alias_event("support-bot", "champion", "1"), secret="wrong").status_code == 401
     )

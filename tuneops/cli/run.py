@@ -27,10 +27,9 @@ from tuneops.cli.common import (
     use_project_prefect_home,
 )
 from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
-from tuneops.state_templates import open_mlflow_store
 
 if TYPE_CHECKING:
-    from tuneops.tasks.retrain import RetrainOutcome
+    from tuneops.flows.retrain_steps import RetrainOutcome
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +80,8 @@ def _warm_up(project: Project) -> threading.Thread:
 
             import tuneops.flows.retrain  # noqa: F401  (prefect, mlflow, the stages)
         with contextlib.suppress(Exception):
+            from tuneops.registry.mlflow_store import open_mlflow_store
+
             open_mlflow_store(project.settings.tracking_uri or "")
 
     import tuneops.serving.local.launcher  # noqa: F401  (before the thread: no concurrent imports)

@@ -1,0 +1,111 @@
+"""What the ``retrain`` flow needs beside the stages' tasks: its result type, the mapping of the
+stages' results into a registration request, and loading later stages while a job trains.
+
+Each stage owns its logic; the glue here only maps typed results from one stage to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from dataclasses import dataclass, field
+
+from tuneops.providers import API_KEY_ENV
+from tuneops.registry.types import RegisteredVersion, RegistrationRequest
+from tuneops.spec import Spec
+from tuneops.tasks.data.tracking import links_from_version
+from tuneops.tasks.data.types import DatasetVersion
+from tuneops.tasks.evaluation.pipeline import EvaluationResult
+from tuneops.tasks.finetune.rules import is_terminal
+from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What one ``retrain`` run did, for the summary and for tests.
+
+    ``evaluation`` is None when the job was already registered by an earlier run (nothing new
+    was evaluated or registered); ``registered.created`` tells whether this run made the version.
+    """
+
+    dataset: DatasetVersion
+    job: FineTuneJob
+    finetune_run_id: str
+    registered: RegisteredVersion
+    evaluation: EvaluationResult | None
+    gate_passed: bool
+    gate_reasons: tuple[str, ...]
+    challenger_set: bool
+    tracking_uri: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def registration_request(
+    spec: Spec,
+    dataset: DatasetVersion,
+    job: FineTuneJob,
+    target: InferenceTarget,
+    evaluation: EvaluationResult,
+    *,
+    finetune_run_id: str,
+    flow_run_id: str | None,
+    estimated_cost: float | None = None,
+) -> RegistrationRequest:
+    """Map the stages' results into what the registry needs (pure; the key's *name* only)."""
+    return RegistrationRequest(
+        model_name=spec.model.name,
+        provider=spec.provider.kind,
+        base_model=spec.model.base_model,
+        endpoint_base_url=target.base_url,
+        endpoint_model=target.model,
+        job_id=job.id,
+        api_key_env=API_KEY_ENV[spec.provider.kind],
+        hyperparameters=dict(job.hyperparameters),
+        trained_tokens=job.trained_tokens,
+        estimated_cost=estimated_cost,
+        datasets=links_from_version(dataset),
+        eval_run_id=evaluation.mlflow_run_id,
+        gate_passed=evaluation.passed,
+        gate_reasons=tuple(evaluation.decision.reasons),
+        flow_run_id=flow_run_id,
+        finetune_run_id=finetune_run_id,
+        description=spec.model.description or f"{spec.model.base_model} fine-tuned on {dataset.ref}",
+        experiment_name=spec.model.name,
+    )
+
+
+# What evaluation imports on first use: azure-ai-evaluation's evaluators and NLTK (scoring),
+# matplotlib's object API (loss curve, evaluation chart). Registration's own (MLflow's pyfunc
+# flavour, GitPython) come from the registry's warm-up. About 4 s in all.
+EVALUATION_MODULES = (
+    "azure.ai.evaluation",
+    "nltk",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+)
+
+
+def preload_later_stages(job: FineTuneJob) -> threading.Thread | None:
+    """Import the later stages' libraries in the background while ``job`` trains.
+
+    Waiting on a job leaves this process idle (and the local service trains on one core), so
+    the imports cost nothing there, instead of seconds between training and evaluation. Nothing
+    is started for a job that has already ended: then the imports would only compete with the
+    work that follows. Join the thread before that work, so no two threads import one module.
+    """
+    if is_terminal(job.status):
+        return None
+
+    def load() -> None:
+        for name in EVALUATION_MODULES:
+            with contextlib.suppress(Exception):  # the stage itself reports a missing library
+                importlib.import_module(name)
+        with contextlib.suppress(Exception):
+            from tuneops.registry.register import warm_up_registration
+
+            warm_up_registration()
+
+    thread = threading.Thread(target=load, name="preload-later-stages", daemon=True)
+    thread.start()
+    return thread
