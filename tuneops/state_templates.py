@@ -12,6 +12,8 @@ template for the new version.
 Only content every project would create identically is kept: MLflow's ``Default`` experiment
 records the creating project's artifact path, so it is dropped (MLflow re-creates it on open).
 Everything here is an optimisation: any failure falls back to the library creating the schema.
+No library is imported here: opening an MLflow store through its template is
+``tuneops.registry.mlflow_store.open_mlflow_store`` (only ``registry/`` speaks to MLflow).
 """
 
 from __future__ import annotations
@@ -90,12 +92,3 @@ def _backup(source: Path, target: Path) -> None:
         contextlib.closing(sqlite3.connect(target)) as dst,
     ):
         src.backup(dst)
-
-
-def open_mlflow_store(tracking_uri: str) -> None:
-    """Kept for ``tuneops setup``, which imports it from here: the MLflow side (seed from the
-    template, let MLflow migrate, keep the result) is :func:`tuneops.registry.mlflow_store.open_mlflow_store`,
-    because only ``registry/`` speaks to MLflow."""
-    from tuneops.registry.mlflow_store import open_mlflow_store as open_store
-
-    open_store(tracking_uri)

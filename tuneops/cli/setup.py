@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, one_line_errors, settings_for
-from tuneops.state_templates import MLFLOW, PREFECT, open_mlflow_store, template_path
+from tuneops.state_templates import MLFLOW, PREFECT, template_path
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +63,8 @@ def _build_prefect_template() -> None:
 
 def _build_mlflow_template() -> None:
     """Create an MLflow store in a throwaway folder; creating it keeps the template."""
+    from tuneops.registry.mlflow_store import open_mlflow_store  # imports MLflow: only when needed
+
     with tempfile.TemporaryDirectory(prefix="tuneops-template-") as tmp:
         open_mlflow_store(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
 
