@@ -13,6 +13,7 @@ model that works the same on SQLite (write lock until commit) and PostgreSQL (ro
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -81,8 +82,18 @@ _POSTGRES_TRIGGERS = [
 ]
 
 
+ACTOR_ENV = "TUNEOPS_ACTOR"
+
+
 def current_actor() -> str:
-    """Who is running this process (the OS user), for ledger rows written by the CLI or a flow."""
+    """Who is running this process, for ledger rows written by the CLI or a flow.
+
+    ``TUNEOPS_ACTOR`` first (a Prefect worker or CI job runs as a service user, so its deployment
+    names the person or system it acts for), then the OS user.
+    """
+    named = os.environ.get(ACTOR_ENV, "").strip()
+    if named:
+        return named
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tuneops.errors import StoreError
-from tuneops.registry.ledger import Ledger, ledger_table
+from tuneops.registry.ledger import Ledger, current_actor, ledger_table
 from tuneops.registry.types import AliasMove
 from tuneops.statedb import make_engine
 
@@ -131,3 +131,16 @@ def test_the_lock_serialises_writers(any_ledger: Ledger) -> None:
     for t in threads:
         t.join()
     assert [e.to_version for e in any_ledger.history(model)] == [str(i) for i in range(1, 9)]
+
+
+def test_the_actor_is_tuneops_actor_else_the_os_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One answer to "who did this" for the CLI, flows and the ledger."""
+    import getpass
+
+    monkeypatch.setenv("TUNEOPS_ACTOR", "ci-bot (for alice)")
+    assert current_actor() == "ci-bot (for alice)"
+    monkeypatch.setenv("TUNEOPS_ACTOR", "  ")
+    assert current_actor() == getpass.getuser()
+    monkeypatch.delenv("TUNEOPS_ACTOR")
+    monkeypatch.setenv("LOGNAME", "bob")
+    assert current_actor() == "bob"
