@@ -1,0 +1,240 @@
+"""Reaching a model version's upstream: which endpoint serves it, and one forwarded attempt.
+
+A version's tags say *what* to ask for (``tuneops.endpoint_model``) and which provider kind
+serves it (``tuneops.provider``); *where* and *with which key* come from the spec's provider
+section and the settings (:func:`tuneops.providers.resolve_endpoint`), never from tags, so a tag
+can neither carry a secret nor send one elsewhere.
+
+Every upstream failure worth failing over from (connection refused, timeout, 5xx, 429, a body
+that is not an OpenAI answer) is an :class:`UpstreamFailure` raised *before any byte reached the
+client*; a 4xx about the request itself is an :class:`UpstreamRejected` passed through as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from tuneops.providers import ProviderEndpoint, resolve_endpoint
+from tuneops.registry.conventions import TAG_ENDPOINT_MODEL, TAG_PROVIDER
+from tuneops.spec import LocalProviderConfig, OpenAIProviderConfig
+
+if TYPE_CHECKING:
+    from tuneops.registry.types import RegisteredVersion
+    from tuneops.settings import TuneopsSettings
+    from tuneops.spec import ProviderConfig
+
+POOL_SIZE = 64
+
+
+class UnservableVersion(Exception):
+    """A registered version the gateway cannot reach: a tag is missing or its provider is unknown."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where one model version is answered: the endpoint and the model id to ask it for."""
+
+    model: str
+    version: str
+    provider: str
+    endpoint_model: str
+    base_url: str
+    api_key: str | None = field(repr=False)
+    azure: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+            if self.azure:
+                headers["api-key"] = self.api_key
+        return headers
+
+
+def provider_endpoints(provider: ProviderConfig, settings: TuneopsSettings) -> dict[str, ProviderEndpoint]:
+    """The endpoint of each provider kind a version may name: the spec's, plus the defaults.
+
+    A version registered with another kind than the spec's (say, an OpenAI fine-tune in a project
+    now on the local service) is reached at that kind's default address with the settings' key;
+    Azure has no default address, so only the spec can name it.
+    """
+    endpoints = {
+        "local": resolve_endpoint(LocalProviderConfig(), settings),
+        "openai": resolve_endpoint(OpenAIProviderConfig(kind="openai"), settings),
+    }
+    endpoints[provider.kind] = resolve_endpoint(provider, settings)
+    return endpoints
+
+
+def upstream_for(version: RegisteredVersion, endpoints: Mapping[str, ProviderEndpoint]) -> Upstream:
+    """The upstream of a registered version, from its tags and the configured endpoints."""
+    endpoint_model = version.tags.get(TAG_ENDPOINT_MODEL)
+    provider = version.tags.get(TAG_PROVIDER)
+    where = f"{version.model_name}/{version.version}"
+    if not endpoint_model or not provider:
+        raise UnservableVersion(f"version {where} has no {TAG_ENDPOINT_MODEL}/{TAG_PROVIDER} tags")
+    endpoint = endpoints.get(provider)
+    if endpoint is None:
+        raise UnservableVersion(
+            f"version {where} is served by provider {provider!r}, which the project's spec does not configure"
+        )
+    return Upstream(
+        model=version.model_name,
+        version=version.version,
+        provider=provider,
+        endpoint_model=endpoint_model,
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key or (endpoint.require_key() if endpoint.is_local else None),
+        azure=endpoint.client_kind == "azure",
+    )
+
+
+def make_client(
+    timeout_seconds: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The one shared upstream client: keep-alive, a pool for concurrency 64, the spec's timeout."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
+        limits=httpx.Limits(max_connections=POOL_SIZE * 2, max_keepalive_connections=POOL_SIZE),
+        transport=transport,
+        trust_env=False,  # upstreams are addressed directly, never through an ambient proxy
+    )
+
+
+class UpstreamFailure(Exception):
+    """The upstream failed before anything was sent to the client: fail over, or answer 502/504."""
+
+    def __init__(self, kind: str, message: str, status_code: int = 502) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+
+
+class UpstreamRejected(Exception):
+    """The upstream refused the request itself (a 4xx other than 429): the client gets it as is."""
+
+    def __init__(self, status_code: int, body: dict[str, Any]) -> None:
+        super().__init__(f"upstream answered {status_code}")
+        self.status_code = status_code
+        self.body = body
+
+
+def _is_error_body(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+def _classify(status: int, raw: bytes) -> Exception:
+    """An upstream answer other than 200 as the exception the caller acts on."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if 400 <= status < 500 and status != 429 and _is_error_body(body):
+        return UpstreamRejected(status, body)
+    kind = "upstream_rate_limited" if status == 429 else "upstream_error"
+    return UpstreamFailure(kind, f"the model's upstream answered HTTP {status}")
+
+
+def _transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamFailure("upstream_timeout", "the model's upstream did not answer in time", 504)
+    return UpstreamFailure(
+        "upstream_unreachable", f"the model's upstream cannot be reached ({type(exc).__name__})"
+    )
+
+
+async def complete(client: httpx.AsyncClient, upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+    """One non-streaming chat completion from ``upstream``; the answer as parsed JSON."""
+    payload = orjson.dumps({**body, "model": upstream.endpoint_model})
+    try:
+        response = await client.post(upstream.url, content=payload, headers=upstream.headers())
+    except httpx.HTTPError as exc:
+        raise _transport_failure(exc) from exc
+    if response.status_code != 200:
+        raise _classify(response.status_code, response.content)
+    try:
+        answer = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure(
+            "upstream_garbage", "the model's upstream sent a body that is not JSON"
+        ) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise UpstreamFailure("upstream_garbage", "the model's upstream sent no chat completion")
+    return answer
+
+
+class UpstreamStream:
+    """An open upstream SSE stream whose first event has arrived (so failing over is still possible)."""
+
+    def __init__(self, response: httpx.Response, lines: AsyncIterator[str], first: dict[str, Any]) -> None:
+        self.response = response
+        self._lines = lines
+        self.first = first
+
+    async def rest(self) -> AsyncIterator[dict[str, Any]]:
+        """The events after the first, up to ``[DONE]``; a broken stream raises UpstreamFailure."""
+        while (event := await _next_event(self._lines)) is not None:
+            yield event
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+async def _next_event(lines: AsyncIterator[str]) -> dict[str, Any] | None:
+    """The next ``data:`` event as JSON; None at ``[DONE]``. A stream cut short is a failure."""
+    try:
+        async for line in lines:
+            if not line.startswith("data:"):
+                continue  # blank separators, comments, event names
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return None
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamFailure(
+                    "upstream_garbage", "the model's upstream sent a malformed event"
+                ) from exc
+            if not isinstance(event, dict) or _is_error_body(event):
+                raise UpstreamFailure("upstream_error", "the model's upstream reported an error mid-stream")
+            return event
+    except httpx.HTTPError as exc:
+        raise _transport_failure(exc) from exc
+    raise UpstreamFailure("upstream_garbage", "the model's upstream ended the stream without [DONE]")
+
+
+async def open_stream(client: httpx.AsyncClient, upstream: Upstream, body: dict[str, Any]) -> UpstreamStream:
+    """Start a streaming completion and wait for its first event (usage always requested)."""
+    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    payload = orjson.dumps(
+        {**body, "model": upstream.endpoint_model, "stream_options": {**options, "include_usage": True}}
+    )
+    request = client.build_request("POST", upstream.url, content=payload, headers=upstream.headers())
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise _transport_failure(exc) from exc
+    try:
+        if response.status_code != 200:
+            raise _classify(response.status_code, await response.aread())
+        lines = response.aiter_lines()
+        first = await _next_event(lines)
+        if first is None:
+            raise UpstreamFailure("upstream_garbage", "the model's upstream sent an empty stream")
+    except httpx.HTTPError as exc:
+        await response.aclose()
+        raise _transport_failure(exc) from exc
+    except BaseException:
+        await response.aclose()
+        raise
+    return UpstreamStream(response, lines, first)
