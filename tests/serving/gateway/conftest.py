@@ -149,6 +149,7 @@ def gateway_factory(
         base_url: str | None = None,
         serving: ServingConfig | None = None,
         name: str = "gw",
+        endpoints: dict[str, Any] | None = None,
         **config: Any,
     ) -> Harness:
         state_url = f"sqlite:///{tmp_path / 'state.db'}"
@@ -158,7 +159,7 @@ def gateway_factory(
         writer = RequestLogWriter(request_log, spool)
         writer.start()
         settings = TuneopsSettings(project_dir=tmp_path, tracking_uri=claims.tracking_uri)
-        endpoints = provider_endpoints(LocalProviderConfig(base_url=base_url or stub.base_url), settings)
+        configured = provider_endpoints(LocalProviderConfig(base_url=base_url or stub.base_url), settings)
         gateway = Gateway(
             GatewayConfig(
                 (MODEL,), serving=serving or ServingConfig(refresh_seconds=0.2), api_keys=api_keys, **config
@@ -168,7 +169,7 @@ def gateway_factory(
             ledger=ledger,
             request_log=request_log,
             writer=writer,
-            endpoints=endpoints,
+            endpoints={**configured, **(endpoints or {})},
         )
         harness = Harness(gateway, claims, routing, ledger, request_log, writer, state_url, spool)
         opened.append(harness)
