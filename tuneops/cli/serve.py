@@ -1,23 +1,31 @@
-"""``tuneops serve models``: run the local OpenAI-compatible fine-tuning and inference service."""
+"""``tuneops serve models`` (the local tuning and inference service) and ``tuneops serve gateway``."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tuneops.cli.common import DEFAULT_SPEC, SpecOption, err_console, settings_for
+from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, err_console, load_project, settings_for
 from tuneops.errors import ServiceError, UsageError
 from tuneops.providers import local_service_key
+
+if TYPE_CHECKING:
+    from tuneops.registry.mlflow_store import RegistryStore
 
 serve_app = typer.Typer(help="Run tuneops' own services.", no_args_is_help=True)
 
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as uvicorn binds: a port whose last connections linger in TIME_WAIT (a restart) is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -97,6 +105,141 @@ def serve_models(
     if key:
         argv += ["--api-key", key]
     service_main(argv)
+
+
+GATEWAY_KEYS_ENV = "TUNEOPS_GATEWAY_API_KEYS"
+
+
+def gateway_keys(given: Sequence[str] | None, project_dir: Path) -> tuple[str, ...]:
+    """``--api-key`` values, else ``TUNEOPS_GATEWAY_API_KEYS`` (comma-separated) from the environment
+    or the project's ``.env``; empty means the gateway asks for no key."""
+    if given:
+        return tuple(dict.fromkeys(k.strip() for k in given if k.strip()))
+    raw = os.environ.get(GATEWAY_KEYS_ENV)
+    env_file = project_dir / ".env"
+    if raw is None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        raw = dotenv_values(env_file).get(GATEWAY_KEYS_ENV)
+    return tuple(dict.fromkeys(k.strip() for k in (raw or "").split(",") if k.strip()))
+
+
+@contextlib.contextmanager
+def _local_service_if_needed(project: Project, store: RegistryStore, local_base_url: str) -> Iterator[None]:
+    """Run the local service for the block when a served version needs it and nothing answers."""
+    from tuneops.errors import TuneopsError
+    from tuneops.providers import is_local_provider
+    from tuneops.registry.conventions import CHALLENGER, CHAMPION, TAG_PROVIDER
+    from tuneops.serving.local.launcher import answers_openai, running_service
+
+    needed = is_local_provider(project.spec.provider)
+    name = project.spec.model.name
+    try:
+        aliases = store.aliases(name)
+        for alias in (CHAMPION, CHALLENGER):
+            if alias in aliases:
+                tags = store.get_version(name, aliases[alias]).tags
+                needed = needed or tags.get(TAG_PROVIDER) == "local"
+    except TuneopsError as exc:
+        err_console.print(f"[yellow]cannot read {name}'s versions yet: {exc.one_line()}[/yellow]")
+    if not needed:
+        yield
+        return
+    if not answers_openai(local_base_url, local_service_key(project.settings)):
+        err_console.print(f"[dim]starting the local service at {local_base_url}[/dim]")
+    with running_service(project.settings, local_base_url):
+        yield
+
+
+@serve_app.command("gateway")
+def serve_gateway(
+    spec: SpecOption = DEFAULT_SPEC,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help=f"Accept this bearer key (repeatable; default: {GATEWAY_KEYS_ENV}, comma-separated; "
+            "none set means no key is asked for).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the project's model OpenAI style, routed by its MLflow aliases and rollout state.
+
+    Clients ask for the registered model name (or NAME@ALIAS, NAME/VERSION) at /v1/chat/completions.
+    Every request is logged to the state database; the spool under .tuneops/gateway/spool keeps
+    what was answered but not yet stored across a crash.
+    """
+    import uvicorn
+
+    from tuneops.registry.ledger import Ledger
+    from tuneops.registry.mlflow_store import RegistryStore
+    from tuneops.requestlog import RequestLog, RequestLogWriter
+    from tuneops.routing_state import RoutingState
+    from tuneops.serving.gateway.app import Gateway, GatewayConfig
+    from tuneops.serving.gateway.upstreams import provider_endpoints
+
+    project = load_project(spec)
+    settings = project.settings
+    keys = gateway_keys(api_key, project.directory)
+    _check_port(host, port)
+    assert settings.state_db_url is not None
+    store = RegistryStore.from_settings(settings)
+    endpoints = provider_endpoints(project.spec.provider, settings)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_local_service_if_needed(project, store, endpoints["local"].base_url))
+        routing = RoutingState.open(settings.state_db_url)
+        stack.callback(routing.close)
+        ledger = Ledger.open(settings.state_db_url)
+        stack.callback(ledger.close)
+        request_log = RequestLog.open(settings.state_db_url)
+        stack.callback(request_log.close)
+        writer = RequestLogWriter(request_log, settings.state_home / "gateway" / "spool")
+        replayed = writer.start()
+        stack.callback(writer.close)
+        if replayed.records:
+            err_console.print(f"[dim]request log: {replayed.records} spooled record(s) replayed[/dim]")
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        config = GatewayConfig(
+            (project.spec.model.name,),
+            serving=project.spec.serving,
+            answer_format=project.spec.evaluation.format,
+            api_keys=keys,
+            webhook_secret=secret,
+        )
+        gateway = Gateway(
+            config, store=store, routing=routing, ledger=ledger, request_log=request_log, writer=writer,
+            endpoints=endpoints,
+        )  # fmt: skip
+        err_console.print(
+            f"tuneops gateway on http://{host}:{port}/v1 serving {project.spec.model.name}"
+            + (f", {len(keys)} bearer key(s) accepted" if keys else ", no key required")
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(gateway.asgi(), host=host, port=port, log_level="warning", lifespan="on")
+        )
+        with _sigterm_exits_cleanly():
+            server.run()
+
+
+@contextlib.contextmanager
+def _sigterm_exits_cleanly() -> Iterator[None]:
+    """Make SIGTERM a normal exit, so the request log is flushed and the spool released.
+
+    uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that was
+    installed before it; with the default one the process would die before our cleanup ran.
+    """
+    import signal
+
+    def _exit(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(app: typer.Typer) -> None:
