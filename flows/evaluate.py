@@ -12,7 +12,13 @@ from prefect import flow
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, CHAMPION, EvaluationResult, model_under_test
+from tuneops.tasks.evaluation.pipeline import (
+    BASE_LABEL,
+    CANDIDATE_LABEL,
+    CHAMPION_LABEL,
+    EvaluationResult,
+    model_under_test,
+)
 from tuneops.tasks.evaluation.sources import resolve_test_split
 from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 
@@ -39,13 +45,13 @@ def evaluate(
     spec, project_dir = load_spec(Path(spec_path))
     settings = TuneopsSettings.load(project_dir)
     split = resolve_test_split(spec, settings, dataset_ref, Path(test_file) if test_file else None)
-    champion = model_under_test(spec, settings, CHAMPION, champion_model) if champion_model else None
+    champion = model_under_test(spec, settings, CHAMPION_LABEL, champion_model) if champion_model else None
     return evaluate_candidate_task(
         spec,
         settings,
         split.path,
-        model_under_test(spec, settings, CANDIDATE, candidate_model),
-        model_under_test(spec, settings, BASE, spec.model.base_model),
+        model_under_test(spec, settings, CANDIDATE_LABEL, candidate_model),
+        model_under_test(spec, settings, BASE_LABEL, spec.model.base_model),
         champion,
         split.digest,
         split.train_path,

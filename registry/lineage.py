@@ -31,7 +31,7 @@ ManifestReader = Callable[[str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class FineTuneJob:
+class FineTuneRecord:
     job_id: str
     provider: str | None
     base_model: str | None
@@ -91,7 +91,7 @@ class Lineage:
     description: str
     source: str
     registration_run_id: str | None
-    finetune: FineTuneJob
+    finetune: FineTuneRecord
     dataset: DatasetLineage
     evaluation: Evaluation
     flow_run_id: str | None
@@ -135,7 +135,7 @@ def _json_tag(value: str | None, default: Any) -> Any:
         return default
 
 
-def resolve_version(
+def resolve_model_version(
     store: RegistryStore, ledger: Ledger, ref: c.ModelRef, at: datetime | None
 ) -> tuple[RegisteredVersion, str | None]:
     """The version a reference names (at ``at``, from the ledger) and the alias it came through.
@@ -179,7 +179,7 @@ def build_lineage(
     read_manifest: ManifestReader | None = None,
 ) -> Lineage:
     """Follow every link from ``ref`` and return the typed lineage tree."""
-    version, alias = resolve_version(store, ledger, ref, at)
+    version, alias = resolve_model_version(store, ledger, ref, at)
     tags = version.tags
     warnings: list[str] = []
 
@@ -225,10 +225,10 @@ def build_lineage(
     )
 
 
-def _finetune(tags: dict[str, str], run: RunSummary | None) -> FineTuneJob:
+def _finetune(tags: dict[str, str], run: RunSummary | None) -> FineTuneRecord:
     metrics = run.metrics if run else {}
     hyperparameters = _json_tag(tags.get(c.TAG_HYPERPARAMETERS), {})
-    return FineTuneJob(
+    return FineTuneRecord(
         job_id=tags.get(c.TAG_JOB_ID, ""),
         provider=tags.get(c.TAG_PROVIDER),
         base_model=tags.get(c.TAG_BASE_MODEL),

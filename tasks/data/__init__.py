@@ -8,7 +8,8 @@ worker processes):
 - ``version_dataset(spec, settings) -> DatasetVersion`` (Prefect task)
 - ``links_from_version(version) -> tuple[DatasetLink, ...]`` (what lineage records of a version)
 - ``materialize_split(version, split, settings) -> Path``
-- ``list_versions(store, name=None)``, ``resolve_version(store, "NAME[@DIGEST]")``, ``store_for(settings)``
+- ``list_versions(store, name=None)``, ``store_for(settings)``
+- ``resolve_dataset_version(store, "NAME[@DIGEST]")``
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _LAZY = {
     "links_from_version": "tuneops.tasks.data.tracking",
     "materialize_split": "tuneops.tasks.data.catalog",
     "list_versions": "tuneops.tasks.data.catalog",
-    "resolve_version": "tuneops.tasks.data.catalog",
+    "resolve_dataset_version": "tuneops.tasks.data.catalog",
     "store_for": "tuneops.tasks.data.catalog",
 }
 

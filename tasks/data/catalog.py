@@ -42,7 +42,7 @@ def list_versions(store: DataStore, name: str | None = None) -> list[DatasetVers
     return sorted(versions, key=lambda v: (v.name, v.manifest.get("created_at", ""), v.digest))
 
 
-def resolve_version(store: DataStore, ref: str) -> DatasetVersion:
+def resolve_dataset_version(store: DataStore, ref: str) -> DatasetVersion:
     """``NAME`` (the newest version) or ``NAME@DIGEST`` (a unique prefix of at least 6 hex digits).
 
     Raises:

@@ -26,7 +26,7 @@ def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 @task(
-    name="version_dataset",
+    name="version-dataset",
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_condition_fn=_transient_store_error,

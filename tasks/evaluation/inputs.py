@@ -19,8 +19,7 @@ from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, model_under_test
-from tuneops.tasks.evaluation.pipeline import CHAMPION as CHAMPION_LABEL
+from tuneops.tasks.evaluation.pipeline import BASE_LABEL, CANDIDATE_LABEL, CHAMPION_LABEL, model_under_test
 from tuneops.tasks.evaluation.types import ModelUnderTest
 from tuneops.tasks.finetune.types import InferenceTarget
 
@@ -50,8 +49,8 @@ def choose_contenders(spec: Spec, settings: TuneopsSettings, target: InferenceTa
             champion = model_under_test(spec, settings, CHAMPION_LABEL, endpoint_model)
             champion_version = current.version
     return Contenders(
-        candidate=model_under_test(spec, settings, CANDIDATE, target.model),
-        base=model_under_test(spec, settings, BASE, spec.model.base_model),
+        candidate=model_under_test(spec, settings, CANDIDATE_LABEL, target.model),
+        base=model_under_test(spec, settings, BASE_LABEL, spec.model.base_model),
         champion=champion,
         champion_version=champion_version,
     )

@@ -21,7 +21,7 @@ from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
 from tuneops.tasks.evaluation.report import log_evaluation_run
-from tuneops.tasks.evaluation.rules import PromotionDecision, decide_promotion
+from tuneops.tasks.evaluation.rules import GateDecision, decide_promotion
 from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, check_metrics, score_answers
 from tuneops.tasks.evaluation.stats import Interval
 from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
@@ -37,7 +37,7 @@ from tuneops.tasks.evaluation.types import (
 
 log = logging.getLogger(__name__)
 
-CANDIDATE, BASE, FEW_SHOT, CHAMPION = "candidate", "base", "few-shot", "champion"
+CANDIDATE_LABEL, BASE_LABEL, FEW_SHOT_LABEL, CHAMPION_LABEL = "candidate", "base", "few-shot", "champion"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class EvaluationResult:
 
     summaries: dict[str, ModelSummary]
     comparisons: dict[str, dict[str, Interval | None]]
-    decision: PromotionDecision
+    decision: GateDecision
     dataset_digest: str
     markdown: str
     mlflow_run_id: str | None = None
@@ -92,7 +92,7 @@ def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int) -> Mod
         for ex in rows
     )
     return ModelUnderTest(
-        label=FEW_SHOT,
+        label=FEW_SHOT_LABEL,
         base_url=base.base_url,
         model=base.model,
         api_key=base.api_key,
@@ -169,7 +169,7 @@ def evaluate_candidate(
     if config.few_shot_baseline:
         if few_shot_source is not None:
             few_shot = few_shot_variant(base, few_shot_source, config.few_shot_baseline)
-            price = config.prices.get(FEW_SHOT)  # type: ignore[call-overload]
+            price = config.prices.get(FEW_SHOT_LABEL)  # type: ignore[call-overload]
             if price is not None:
                 few_shot = replace(
                     few_shot,
@@ -249,14 +249,18 @@ def _score_and_decide(
         a.label: compare(rows.for_model(cand_label), rows.for_model(a.label), **boot) for a in answers[1:]
     }
     baselines = [
-        scores_for_gate(summaries[a.label], comparisons[a.label]) for a in answers[1:] if a.label != CHAMPION
+        scores_for_gate(summaries[a.label], comparisons[a.label])
+        for a in answers[1:]
+        if a.label != CHAMPION_LABEL
     ]
-    champion = next((a for a in answers[1:] if a.label == CHAMPION), None)
+    champion = next((a for a in answers[1:] if a.label == CHAMPION_LABEL), None)
     decision = decide_promotion(
         scores_for_gate(summaries[cand_label], failed_rows=len(answers[0].failed)),
         baselines,
         config.gates,
-        champion=scores_for_gate(summaries[CHAMPION], comparisons[CHAMPION]) if champion else None,
+        champion=scores_for_gate(summaries[CHAMPION_LABEL], comparisons[CHAMPION_LABEL])
+        if champion
+        else None,
         beat_champion=config.beat_champion,
         max_latency_p95_ms=config.max_latency_p95_ms,
         max_cost_per_1k_requests_usd=config.max_cost_per_1k_requests_usd,

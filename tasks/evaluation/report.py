@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tuneops.tasks.evaluation.rules import PromotionDecision
+from tuneops.tasks.evaluation.rules import GateDecision
 from tuneops.tasks.evaluation.summary import Comparisons
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
 
@@ -109,7 +109,7 @@ def log_evaluation_run(
     scores: dict[str, dict[str, list[float]]],
     summaries: Sequence[ModelSummary],
     comparisons: Comparisons,
-    decision: PromotionDecision,
+    decision: GateDecision,
     settings: GenerationSettings,
     dataset_digest: str,
     dataset_name: str,

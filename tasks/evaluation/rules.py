@@ -115,7 +115,7 @@ class CheckOutcome:
 
 
 @dataclass(frozen=True)
-class PromotionDecision:
+class GateDecision:
     """The verdict and every reason for it. A failed gate is this result, not an exception."""
 
     passed: bool
@@ -259,7 +259,7 @@ def decide_promotion(
     beat_champion: bool = True,
     max_latency_p95_ms: float | None = None,
     max_cost_per_1k_requests_usd: float | None = None,
-) -> PromotionDecision:
+) -> GateDecision:
     """Decide whether ``candidate`` may be promoted.
 
     Args:
@@ -306,4 +306,4 @@ def decide_promotion(
         checks.append(_ceiling_check("latency", candidate.latency_p95_ms, max_latency_p95_ms, " ms"))
     if max_cost_per_1k_requests_usd is not None:
         checks.append(_ceiling_check("cost", candidate.cost_per_1k_usd, max_cost_per_1k_requests_usd, " USD"))
-    return PromotionDecision(all(c.passed for c in checks), tuple(checks), candidate.label)
+    return GateDecision(all(c.passed for c in checks), tuple(checks), candidate.label)

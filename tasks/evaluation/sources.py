@@ -47,10 +47,10 @@ def resolve_test_split(
             raise UsageError(f"{path}: no such test file")
         return TestSplit(path, _file_digest(path), spec.data.train if spec.data.train.is_file() else None)
     if dataset_ref:
-        from tuneops.tasks.data.catalog import materialize_split, resolve_version, store_for
+        from tuneops.tasks.data.catalog import materialize_split, resolve_dataset_version, store_for
 
         store = store_for(settings)
-        version = resolve_version(store, dataset_ref)
+        version = resolve_dataset_version(store, dataset_ref)
         train = materialize_split(version, "train", settings, store) if version.split("train") else None
         return TestSplit(materialize_split(version, "test", settings, store), version.digest, train)
     if spec.data.test is not None and spec.data.test.is_file():

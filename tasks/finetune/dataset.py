@@ -16,10 +16,10 @@ from tuneops.tasks.data.types import DatasetVersion
 
 def resolve_dataset(spec: Spec, settings: TuneopsSettings, ref: str | None = None) -> DatasetVersion:
     """``ref``'s version from the data store, or the spec's data versioned now."""
-    from tuneops.tasks.data import resolve_version, store_for, version_dataset
+    from tuneops.tasks.data import resolve_dataset_version, store_for, version_dataset
 
     if ref:
-        return resolve_version(store_for(settings), ref)  # type: ignore[no-any-return]
+        return resolve_dataset_version(store_for(settings), ref)  # type: ignore[no-any-return]
     return version_dataset(spec, settings)  # type: ignore[no-any-return]
 
 

@@ -98,7 +98,7 @@ class Reconciliation:
     failed: FineTuneJob | None
 
 
-def reconcile(jobs: Iterable[FineTuneJob], key: str) -> Reconciliation:
+def reconcile_jobs(jobs: Iterable[FineTuneJob], key: str) -> Reconciliation:
     """Pick the job to attach to among those found by the idempotency key.
 
     A succeeded job wins (nothing to do), then a live one (wait for it), newest first. A failed

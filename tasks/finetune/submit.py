@@ -28,7 +28,7 @@ from tuneops.tasks.finetune.rules import (
     estimate_cost,
     failure_reason,
     idempotency_key,
-    reconcile,
+    reconcile_jobs,
     retry_delay,
     should_retry,
 )
@@ -137,7 +137,7 @@ def submit_job(
     def find() -> list[FineTuneJob]:
         return provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, key)
 
-    decision = reconcile(with_retries(find, policy, sleep, "looking up existing jobs"), key)
+    decision = reconcile_jobs(with_retries(find, policy, sleep, "looking up existing jobs"), key)
     if decision.reuse is not None:
         log.info("attaching to existing fine-tune job %s (%s)", decision.reuse.id, decision.reuse.status)
         return decision.reuse
@@ -198,7 +198,7 @@ def _create_once(
             log.warning("creating the job failed (%s); retrying in %.1f s", exc.message, delay)
             sleep(delay)
             if exc.ambiguous:
-                decision = reconcile(with_retries(find, policy, sleep, "looking up existing jobs"), key)
+                decision = reconcile_jobs(with_retries(find, policy, sleep, "looking up existing jobs"), key)
                 found = decision.reuse or decision.failed
                 if found is not None:
                     log.info("the failed create had in fact created job %s", found.id)

@@ -287,9 +287,9 @@ def show_command(
     spec_path: SpecOption = DEFAULT_SPEC,
 ) -> None:
     """Show one dataset version: splits, counts, source, split seed, validation summary."""
-    from tuneops.tasks.data.catalog import resolve_version, store_for
+    from tuneops.tasks.data.catalog import resolve_dataset_version, store_for
 
-    version = resolve_version(store_for(settings_for(spec_path)), ref)
+    version = resolve_dataset_version(store_for(settings_for(spec_path)), ref)
     if as_json:
         typer.echo(json.dumps(_version_dict(version), indent=2))
         return

@@ -16,7 +16,7 @@ import pytest
 from tuneops.errors import DatasetError, UsageError, VersionNotFoundError
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SplitConfig, SystemPromptConfig
-from tuneops.tasks.data.catalog import list_versions, materialize_split, resolve_version
+from tuneops.tasks.data.catalog import list_versions, materialize_split, resolve_dataset_version
 from tuneops.tasks.data.layout import assign_split, version_digest
 from tuneops.tasks.data.store import LocalStore, open_store
 from tuneops.tasks.data.version import DatasetSources, version_files
@@ -116,14 +116,14 @@ def test_inject_policy_adds_the_system_prompt(tmp_path: Path):
 def test_resolve_and_not_found(tmp_path: Path):
     store = LocalStore(tmp_path / "store")
     v = version(write_jsonl(tmp_path / "t.jsonl", valid_rows(30)), store, tmp_path / "home")
-    assert resolve_version(store, "claims").digest == v.digest
-    assert resolve_version(store, f"claims@{v.digest[:8]}").digest == v.digest
+    assert resolve_dataset_version(store, "claims").digest == v.digest
+    assert resolve_dataset_version(store, f"claims@{v.digest[:8]}").digest == v.digest
     with pytest.raises(VersionNotFoundError):
-        resolve_version(store, "claims@abcdef12")
+        resolve_dataset_version(store, "claims@abcdef12")
     with pytest.raises(VersionNotFoundError):
-        resolve_version(store, "other")
+        resolve_dataset_version(store, "other")
     with pytest.raises(UsageError):
-        resolve_version(store, "claims@ab")
+        resolve_dataset_version(store, "claims@ab")
 
 
 def _settings(tmp_path: Path, **kwargs) -> TuneopsSettings:

@@ -20,7 +20,12 @@ from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import local_service, tiny_test_model  # noqa: F401 - fixtures
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
+from tuneops.tasks.evaluation.pipeline import (
+    BASE_LABEL,
+    CANDIDATE_LABEL,
+    evaluate_candidate,
+    model_under_test,
+)
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -71,18 +76,18 @@ def test_example_fine_tune_vs_base_follows_the_spec_gates(
         spec,
         settings,
         spec.data.test,
-        model_under_test(spec, settings, CANDIDATE, tuned),
-        model_under_test(spec, settings, BASE, spec.model.base_model),
+        model_under_test(spec, settings, CANDIDATE_LABEL, tuned),
+        model_under_test(spec, settings, BASE_LABEL, spec.model.base_model),
         show_progress=False,
     )
 
-    cand, base = result.summaries[CANDIDATE], result.summaries[BASE]
+    cand, base = result.summaries[CANDIDATE_LABEL], result.summaries[BASE_LABEL]
     assert (cand.model, base.model, cand.rows, base.rows) == (tuned, "tuneops-tiny", 12, 12)
     for metric in ("f1", "rouge", "format"):
         for summary in (cand, base):
             interval = summary.metrics[metric]
             assert interval is not None and interval.low <= interval.estimate <= interval.high
-        assert result.comparisons[BASE][metric] is not None
+        assert result.comparisons[BASE_LABEL][metric] is not None
     assert "| f1 |" in result.markdown and f"candidate ({tuned})" in result.markdown
 
     # The decision is what the example's gates say about these numbers, check by check (worked
@@ -96,7 +101,7 @@ def test_example_fine_tune_vs_base_follows_the_spec_gates(
             gain = cand.mean(gate.metric) - base.mean(gate.metric)
             expected.append(("min_absolute_change", gain >= gate.min_absolute_change - 1e-9))
         if gate.require_significant:
-            expected.append(("significance", result.comparisons[BASE][gate.metric].low > 0))
+            expected.append(("significance", result.comparisons[BASE_LABEL][gate.metric].low > 0))
     assert expected, "the example spec has gates"
     assert [(c.kind, c.passed) for c in result.decision.checks] == expected
     assert result.passed is all(passed for _, passed in expected)

@@ -15,7 +15,12 @@ from tuneops.serving.local.testing import (  # noqa: F401 - pytest fixtures
 )
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID
 from tuneops.settings import TuneopsSettings
-from tuneops.tasks.evaluation.pipeline import BASE, CANDIDATE, evaluate_candidate, model_under_test
+from tuneops.tasks.evaluation.pipeline import (
+    BASE_LABEL,
+    CANDIDATE_LABEL,
+    evaluate_candidate,
+    model_under_test,
+)
 
 from .conftest import make_spec
 
@@ -41,17 +46,17 @@ def test_base_vs_candidate_table_with_intervals_logged_to_mlflow(
         spec,
         settings,
         test_file,
-        model_under_test(spec, settings, CANDIDATE, TINY_MODEL_ID),
-        model_under_test(spec, settings, BASE, TINY_MODEL_ID),
+        model_under_test(spec, settings, CANDIDATE_LABEL, TINY_MODEL_ID),
+        model_under_test(spec, settings, BASE_LABEL, TINY_MODEL_ID),
         show_progress=False,
     )
-    cand, base = result.summaries[CANDIDATE], result.summaries[BASE]
+    cand, base = result.summaries[CANDIDATE_LABEL], result.summaries[BASE_LABEL]
     assert cand.rows == base.rows == 8 and cand.latency_p95_ms is not None and cand.tokens > 0
     for metric in ("f1", "rouge", "meteor", "format", "refusal"):
         interval = cand.metrics[metric]
         assert interval is not None and interval.low <= interval.estimate <= interval.high, metric
     # Same model, greedy decoding: the same answers, so no difference and no improvement.
-    assert result.comparisons[BASE]["f1"].estimate == 0.0
+    assert result.comparisons[BASE_LABEL]["f1"].estimate == 0.0
     assert [c.kind for c in result.decision.checks] == ["min_absolute_change", "threshold"]
     # The tiny untrained model does not produce the claims format: the format gate fails.
     assert not result.passed and [c.kind for c in result.decision.failures] == ["threshold"]

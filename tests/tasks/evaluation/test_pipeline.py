@@ -18,10 +18,10 @@ from mlflow import MlflowClient
 from tuneops.errors import ProviderError
 from tuneops.settings import TuneopsSettings
 from tuneops.tasks.evaluation.pipeline import (
-    BASE,
-    CANDIDATE,
-    CHAMPION,
-    FEW_SHOT,
+    BASE_LABEL,
+    CANDIDATE_LABEL,
+    CHAMPION_LABEL,
+    FEW_SHOT_LABEL,
     EvaluationResult,
     evaluate_candidate,
     model_under_test,
@@ -51,9 +51,9 @@ def run(
         spec,
         settings,
         test_file,
-        model_under_test(spec, settings, CANDIDATE, candidate),
-        model_under_test(spec, settings, BASE, base),
-        model_under_test(spec, settings, CHAMPION, champion) if champion else None,
+        model_under_test(spec, settings, CANDIDATE_LABEL, candidate),
+        model_under_test(spec, settings, BASE_LABEL, base),
+        model_under_test(spec, settings, CHAMPION_LABEL, champion) if champion else None,
         dataset_digest="a" * 64,
         log_to_mlflow=log_to_mlflow,
         show_progress=False,
@@ -69,9 +69,9 @@ def test_pass_is_logged_to_one_mlflow_run(
 ) -> None:
     result = run(stub, eval_settings, test_file, "ft-good")
     assert result.passed, result.decision.reasons
-    cand, base = result.summaries[CANDIDATE], result.summaries[BASE]
+    cand, base = result.summaries[CANDIDATE_LABEL], result.summaries[BASE_LABEL]
     assert cand.mean("f1") == 1.0 and base.mean("f1") == 0.0
-    diff = result.comparisons[BASE]["f1"]
+    diff = result.comparisons[BASE_LABEL]["f1"]
     assert diff is not None and diff.low > 0 and diff.n == 30
     assert (
         "| f1 | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000] * |" in result.markdown
@@ -127,14 +127,14 @@ def test_fail_on_regression_vs_champion(
     result = run(stub, eval_settings, test_file, "ft-ok", champion="champ-good")
     assert failed_kinds(result) == ["champion"]
     assert result.decision.reasons == ("f1 0.8 loses to champion 1",)
-    assert result.summaries[CHAMPION].mean("f1") == 1.0
+    assert result.summaries[CHAMPION_LABEL].mean("f1") == 1.0
     assert "candidate - champion" in result.markdown
 
 
 def test_fail_on_latency_ceiling(stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path) -> None:
     result = run(stub, eval_settings, test_file, "ft-slow", max_latency_p95_ms=40)
     assert failed_kinds(result) == ["latency"]
-    assert result.summaries[CANDIDATE].latency_p95_ms > 40
+    assert result.summaries[CANDIDATE_LABEL].latency_p95_ms > 40
 
 
 def test_few_shot_baseline_from_the_train_split(
@@ -142,12 +142,16 @@ def test_few_shot_baseline_from_the_train_split(
 ) -> None:
     spec = make_spec(stub.base_url, gates=[F1_GATE], few_shot_baseline=2)
     result = evaluate_candidate(
-        spec, eval_settings, test_file, model_under_test(spec, eval_settings, CANDIDATE, "ft-good"),
-        model_under_test(spec, eval_settings, BASE, "base"), few_shot_source=test_file, log_to_mlflow=False,
-        show_progress=False,
+        spec, eval_settings, test_file,
+        model_under_test(spec, eval_settings, CANDIDATE_LABEL, "ft-good"),
+        model_under_test(spec, eval_settings, BASE_LABEL, "base"),
+        few_shot_source=test_file, log_to_mlflow=False, show_progress=False,
     )  # fmt: skip
-    assert list(result.summaries) == [CANDIDATE, BASE, FEW_SHOT]
-    assert [c.against for c in result.decision.checks if c.kind == "min_absolute_change"] == [BASE, FEW_SHOT]
+    assert list(result.summaries) == [CANDIDATE_LABEL, BASE_LABEL, FEW_SHOT_LABEL]
+    assert [c.against for c in result.decision.checks if c.kind == "min_absolute_change"] == [
+        BASE_LABEL,
+        FEW_SHOT_LABEL,
+    ]
     assert result.mlflow_run_id is None
 
 
@@ -164,7 +168,7 @@ def test_fault_injection_completes_the_evaluation(eval_settings: TuneopsSettings
     with running_chat_stub(config) as stub:
         result = run(stub, eval_settings, test_file, "ft-good")
         assert stub.stats.statuses[429] and stub.stats.statuses[500]
-    assert result.passed and result.summaries[CANDIDATE].rows == 30
+    assert result.passed and result.summaries[CANDIDATE_LABEL].rows == 30
 
 
 def test_rows_that_cannot_be_answered_fail_the_evaluation_naming_how_many(
@@ -195,8 +199,8 @@ def test_cost_ceiling_needs_the_candidates_price(
     prices = {"candidate": {"input_per_million_tokens": 100.0, "output_per_million_tokens": 200.0}}
     priced = run(stub, eval_settings, test_file, "ft-good", prices=prices, **ceiling)
     assert stub.stats.requests == sent  # the answers came from the cache: only the pricing changed
-    cost = priced.summaries[CANDIDATE].cost_per_1k_usd
+    cost = priced.summaries[CANDIDATE_LABEL].cost_per_1k_usd
     assert cost is not None and cost > 1.0 and failed_kinds(priced) == ["cost"]
-    assert priced.summaries[BASE].cost_per_1k_usd is None
+    assert priced.summaries[BASE_LABEL].cost_per_1k_usd is None
     cheap = run(stub, eval_settings, test_file, "ft-good", max_cost_per_1k_requests_usd=cost, prices=prices)
     assert cheap.passed

@@ -98,20 +98,22 @@ def test_reconcile_prefers_succeeded_then_live_newest_first() -> None:
         _job("b", JobStatus.SUCCEEDED, created=1),
         _job("c", JobStatus.FAILED, created=9),
     ]
-    assert rules.reconcile(jobs, "k").reuse.id == "b"
+    assert rules.reconcile_jobs(jobs, "k").reuse.id == "b"
     live = [_job("a", JobStatus.QUEUED, created=1), _job("d", JobStatus.PENDING, created=3)]
-    assert rules.reconcile(live, "k").reuse.id == "d"
+    assert rules.reconcile_jobs(live, "k").reuse.id == "d"
 
 
 def test_reconcile_never_reuses_failed_or_foreign_jobs() -> None:
-    failed = rules.reconcile([_job("c", JobStatus.CANCELLED), _job("x", JobStatus.RUNNING, key="other")], "k")
+    failed = rules.reconcile_jobs(
+        [_job("c", JobStatus.CANCELLED), _job("x", JobStatus.RUNNING, key="other")], "k"
+    )
     assert failed.reuse is None and failed.failed.id == "c"
-    nothing = rules.reconcile([], "k")
+    nothing = rules.reconcile_jobs([], "k")
     assert nothing == rules.Reconciliation(reuse=None, failed=None)
 
 
 def test_unknown_state_counts_as_live() -> None:
-    assert rules.reconcile([_job("u", JobStatus.UNKNOWN)], "k").reuse.id == "u"
+    assert rules.reconcile_jobs([_job("u", JobStatus.UNKNOWN)], "k").reuse.id == "u"
 
 
 def test_retry_delay_backs_off_exponentially_and_caps() -> None:
