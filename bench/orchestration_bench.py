@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
+from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
 from tuneops.settings import QUIET_ENVIRONMENT
 
@@ -56,15 +55,14 @@ def run_tuneops(project: Path) -> float:
 
 def inside_model_time(project: Path, model_name: str) -> tuple[float, float]:
     """(training seconds, generation seconds) as logged by the run's stages."""
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / '.tuneops' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(model_name)
-    runs = client.search_runs([experiment.experiment_id])
-    training = sum(r.data.metrics.get("provider_seconds", 0.0) for r in runs if "tuneops.kind" in r.data.tags)
+    store = RegistryStore(f"sqlite:///{project / '.tuneops' / 'mlflow.db'}")
+    runs = store.find_runs(store.ensure_experiment(model_name), {})
+    training = sum(r.metrics.get("provider_seconds", 0.0) for r in runs if "tuneops.kind" in r.tags)
     generation = sum(
         value
         for r in runs
-        if r.data.tags.get("tuneops.stage") == "evaluation"
-        for key, value in r.data.metrics.items()
+        if r.tags.get("tuneops.stage") == "evaluation"
+        for key, value in r.metrics.items()
         if key.endswith(".generation_seconds")
     )
     return training, generation

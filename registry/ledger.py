@@ -16,16 +16,18 @@ import getpass
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from tuneops.errors import RegistryError
+from tuneops.append_only import as_utc, insert_ignoring_duplicates, open_history_tables, utcnow
+from tuneops.errors import RegistryError, StoreError
 from tuneops.registry.types import AliasMove, LedgerEntry, PromotionIntent
-from tuneops.statedb import create_tables, describe, make_engine
+from tuneops.statedb import describe
+
+__all__ = ["APPEND_ONLY_TABLES", "Ledger", "current_actor", "utcnow"]
 
 metadata = sa.MetaData()
 
@@ -57,30 +59,15 @@ intent_table = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+APPEND_ONLY_TABLES = ("promotion_ledger", "promotion_intents")
+"""The database refuses UPDATE and DELETE on these (:mod:`tuneops.append_only`)."""
+
 lock_table = sa.Table(
     "promotion_locks",
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("counter", sa.Integer, nullable=False, default=0),
 )
-
-_APPEND_ONLY_MESSAGE = "the promotion ledger is append-only"
-_SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-    f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END"
-    for table in ("promotion_ledger", "promotion_intents")
-    for op in ("UPDATE", "DELETE")
-]
-_POSTGRES_TRIGGERS = [
-    "CREATE OR REPLACE FUNCTION tuneops_append_only() RETURNS trigger AS $$ "
-    f"BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END; $$ LANGUAGE plpgsql",
-    *[
-        f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-        "FOR EACH ROW EXECUTE FUNCTION tuneops_append_only()"
-        for table in ("promotion_ledger", "promotion_intents")
-    ],
-]
-
 
 ACTOR_ENV = "TUNEOPS_ACTOR"
 
@@ -100,15 +87,6 @@ def current_actor() -> str:
         return "unknown"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite drops the timezone; everything we write is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _entry(row: sa.Row) -> LedgerEntry:
     m = row._mapping
     return LedgerEntry(
@@ -120,7 +98,7 @@ def _entry(row: sa.Row) -> LedgerEntry:
         actor=m["actor"],
         reason=m["reason"],
         source=m["source"],
-        at=_aware(m["at"]),
+        at=as_utc(m["at"]),
         intent_id=m["intent_id"],
     )
 
@@ -135,7 +113,7 @@ def _intent(row: sa.Row) -> PromotionIntent:
         actor=m["actor"],
         reason=m["reason"],
         source=m["source"],
-        at=_aware(m["at"]),
+        at=as_utc(m["at"]),
     )
 
 
@@ -154,15 +132,10 @@ class Ledger:
     @classmethod
     def open(cls, url: str) -> Ledger:
         """Connect to the state database at ``url`` and make sure the ledger tables exist."""
-        engine = make_engine(url)
-        create_tables(engine, metadata)
-        statements = _POSTGRES_TRIGGERS if engine.dialect.name == "postgresql" else _SQLITE_TRIGGERS
         try:
-            with engine.begin() as conn:
-                for statement in statements:
-                    conn.exec_driver_sql(statement)
-        except SQLAlchemyError as exc:
-            raise RegistryError(f"cannot prepare the promotion ledger in {describe(engine)}: {exc}") from exc
+            engine = open_history_tables(url, metadata, append_only=APPEND_ONLY_TABLES)
+        except StoreError as exc:
+            raise RegistryError(f"cannot prepare the promotion ledger: {exc.one_line()}") from exc
         return cls(engine)
 
     def close(self) -> None:
@@ -171,12 +144,10 @@ class Ledger:
     @contextmanager
     def lock(self, model: str) -> Iterator[Connection]:
         """A transaction holding the per-model promotion lock; appends inside it commit together."""
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(
-            lock_table
-        )
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert.values(model=model, counter=0).on_conflict_do_nothing())
+                insert = insert_ignoring_duplicates(conn, lock_table, ["model"])
+                conn.execute(insert.values(model=model, counter=0))
                 conn.execute(
                     lock_table.update()
                     .where(lock_table.c.model == model)
@@ -208,7 +179,7 @@ class Ledger:
         )  # fmt: skip
         return LedgerEntry(
             id=new_id, model=model, alias=move.alias, from_version=move.from_version,
-            to_version=move.to_version, actor=actor, reason=reason, source=source, at=_aware(when),
+            to_version=move.to_version, actor=actor, reason=reason, source=source, at=as_utc(when),
             intent_id=intent_id,
         )  # fmt: skip
 

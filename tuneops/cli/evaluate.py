@@ -18,12 +18,9 @@ from tuneops.cli.common import (
     DEFAULT_SPEC,
     SpecOption,
     console,
+    flow_session,
     load_project,
-    one_line_errors,
-    provider_running,
-    use_project_prefect_home,
 )
-from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
 from tuneops.errors import UsageError
 
 GATE_FAILED_EXIT_CODE = 3
@@ -54,14 +51,7 @@ def eval_command(
     from tuneops.tasks.evaluation.sources import resolve_test_split
 
     resolve_test_split(project.spec, project.settings, dataset, test_file)  # and on a missing split
-    use_project_prefect_home(project.settings)
-    with (
-        project_prefect_server(project_prefect_home(project.settings.state_home)) as server,
-        provider_running(project),
-        one_line_errors(),
-    ):
-        if server is not None:
-            server.wait_ready()
+    with flow_session(project):
         from tuneops.flows.evaluate import evaluate
 
         result = evaluate(

@@ -17,12 +17,9 @@ from tuneops.cli.common import (
     DEFAULT_SPEC,
     SpecOption,
     console,
+    flow_session,
     load_project,
-    one_line_errors,
-    provider_running,
-    use_project_prefect_home,
 )
-from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
 from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
 
@@ -68,16 +65,8 @@ def finetune_command(
     project = load_project(spec)  # fail fast on a bad spec, before Prefect starts
     from tuneops.tasks.finetune.wait import progress_listener
 
-    use_project_prefect_home(project.settings)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with (
-        project_prefect_server(project_prefect_home(project.settings.state_home)) as server,
-        provider_running(project),
-        one_line_errors(),
-        Progress(*columns, console=console, transient=False) as progress,
-    ):
-        if server is not None:
-            server.wait_ready()
+    with flow_session(project), Progress(*columns, console=console, transient=False) as progress:
         from tuneops.flows.finetune import finetune
 
         token = progress_listener.set(_LiveStatus(progress))

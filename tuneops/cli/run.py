@@ -21,12 +21,9 @@ from tuneops.cli.common import (
     Project,
     SpecOption,
     console,
+    flow_session,
     load_project,
-    one_line_errors,
-    provider_running,
-    use_project_prefect_home,
 )
-from tuneops.cli.prefect_server import project_prefect_home, project_prefect_server
 
 if TYPE_CHECKING:
     from tuneops.flows.retrain_steps import RetrainOutcome
@@ -50,18 +47,11 @@ def run(
     killed at any point picks up where it stopped.
     """
     project = load_project(spec)
-    use_project_prefect_home(project.settings)
     started = time.monotonic()
-    prefect_home = project_prefect_home(project.settings.state_home)
-    with project_prefect_server(prefect_home) as server, one_line_errors():
-        warming = _warm_up(project)
-        with provider_running(project):
-            warming.join()
-            if server is not None:
-                server.wait_ready()
-            from tuneops.flows.retrain import retrain
+    with flow_session(project, warm_up=lambda: _warm_up(project)):
+        from tuneops.flows.retrain import retrain
 
-            outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
+        outcome = retrain(spec_path=str(Path(spec).resolve()), reason=reason, show_progress=progress)
     _print_summary(project, outcome, time.monotonic() - started)
 
 
