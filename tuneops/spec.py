@@ -209,12 +209,94 @@ class EvaluationConfig(_Section):
     prices: dict[Literal["candidate", "base", "few-shot", "champion"], PriceConfig] = {}
 
 
-class RolloutConfig(_Section):
-    """Upcoming (rollout issue): how a challenger takes traffic. Validated, not yet acted on."""
+RolloutMetric = Literal[
+    "error_rate", "latency_p95_ms", "format_compliance", "refusal_rate", "feedback_score",
+    "cost_per_1k_requests_usd",
+]  # fmt: skip
+_ROLLOUT_GREATER_IS_BETTER = {"format_compliance": True, "feedback_score": True}
 
-    strategy: Literal["blue-green", "canary", "ab"] = "canary"
+
+class GuardrailConfig(_Section):
+    """One online guardrail, challenger vs champion on the same window (MLflow threshold words).
+
+    ``threshold`` is an absolute bar for the challenger; ``min_absolute_change`` /
+    ``min_relative_change`` the change required over the champion in the metric's better
+    direction, so a negative value is a tolerated loss (``-0.2`` relative on latency: up to 20%
+    slower). Neither given: "not worse than the champion". ``greater_is_better`` is fixed by the
+    metric and may only be restated.
+    """
+
+    metric: RolloutMetric
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool | None = None
+
+    @model_validator(mode="after")
+    def _direction_of_metric(self) -> GuardrailConfig:
+        fixed = _ROLLOUT_GREATER_IS_BETTER.get(self.metric, False)
+        if self.greater_is_better is not None and self.greater_is_better != fixed:
+            raise ValueError(f"greater_is_better is {fixed} for {self.metric}, it cannot be changed")
+        return self
+
+
+def _default_guardrails() -> list[GuardrailConfig]:
+    return [
+        GuardrailConfig(metric="error_rate", min_absolute_change=0.0),
+        GuardrailConfig(metric="latency_p95_ms", min_relative_change=-0.2),
+        GuardrailConfig(metric="format_compliance", min_absolute_change=0.0),
+        GuardrailConfig(metric="refusal_rate", min_absolute_change=0.0),
+    ]
+
+
+class AbTestConfig(_Section):
+    """The A/B split and the sample size it is held for: a drop of ``minimum_detectable_effect``
+    from ``baseline_rate`` in ``metric`` is detected with ``power`` by the sequential test."""
+
+    metric: Literal["error_rate", "format_compliance", "refusal_rate"] = "format_compliance"
+    baseline_rate: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    minimum_detectable_effect: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    power: Annotated[float, Field(gt=0.5, lt=1)] = 0.9
+    challenger_percent: Annotated[float, Field(gt=0, lt=100)] = 50.0
+
+
+class RolloutConfig(_Section):
+    """How a challenger takes traffic and what rolls it back (``flows/rollout.py``).
+
+    Canary ``steps`` are percents of traffic, increasing, ending at 100 (the promotion). Each
+    judged step is held until both arms saw ``min_requests_per_step`` in it and
+    ``min_step_seconds`` passed; no guardrail decides on fewer than ``min_samples_per_arm``
+    observations per arm; ``alpha`` bounds the false-rollback rate of the whole rollout over every
+    look. Past ``max_duration_seconds`` without enough traffic the rollout aborts ("insufficient
+    traffic"). ``approval: required`` pauses before the final promotion for
+    ``approval_timeout_seconds`` (then aborts). Default sample sizes are what ``bench/rollout_sim.py``
+    shows to detect a 5-point format-compliance drop with power >= 0.9.
+    """
+
+    strategy: Literal["shadow", "blue-green", "canary", "ab"] = "canary"
     steps: list[Annotated[int, Field(ge=0, le=100)]] = [5, 25, 50, 100]
-    min_requests_per_step: Annotated[int, Field(ge=1)] = 200
+    min_requests_per_step: Annotated[int, Field(ge=1)] = 400
+    min_samples_per_arm: Annotated[int, Field(ge=1)] = 100
+    min_step_seconds: Annotated[float, Field(ge=0)] = 300.0
+    analysis_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_duration_seconds: Annotated[float, Field(gt=0)] = 86_400.0
+    bake_seconds: Annotated[float, Field(ge=0)] = 600.0
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    guardrails: list[GuardrailConfig] = Field(default_factory=_default_guardrails)
+    shadow_percent: Annotated[float, Field(gt=0, le=100)] = 100.0
+    ab: AbTestConfig = AbTestConfig()
+    approval: Literal["none", "required"] = "none"
+    approval_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    smoke_rows: Annotated[int, Field(ge=1)] = 20
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_full(cls, value: list[int]) -> list[int]:
+        if not value or value[0] <= 0 or sorted(set(value)) != value:
+            raise ValueError(f"steps must be positive and increasing, got {value}")
+        if value[-1] != 100:
+            raise ValueError(f"steps must end at 100 (the promotion), got {value}")
+        return value
 
 
 class MonitoringConfig(_Section):
