@@ -14,6 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tuneops import events
 from tuneops.errors import RegistryError, UserError, VersionNotFoundError
 from tuneops.registry.conventions import CHALLENGER, GATE_PASSED
 from tuneops.registry.ledger import Ledger
@@ -79,10 +80,15 @@ def set_challenger_task(
     reason: str = "quality gate passed",
     actor: str | None = None,
 ) -> PromotionResult:
-    """Point ``challenger`` at a freshly registered version and record it in the ledger (source "flow")."""
+    """Point ``challenger`` at a freshly registered version and record it in the ledger (source "flow").
+
+    When the alias really moved, emits ``tuneops.model.registered`` (version in the payload) so a
+    ``rollout`` deployment's trigger can take the challenger on; a re-run that moves nothing emits
+    nothing, so one challenger starts one rollout.
+    """
     ledger = Ledger.open(state_db_url)
     try:
-        return promote(
+        result = promote(
             RegistryStore(tracking_uri),
             ledger,
             model_name,
@@ -94,3 +100,9 @@ def set_challenger_task(
         )
     finally:
         ledger.close()
+    if result.changed:
+        events.emit(
+            events.MODEL_REGISTERED, model_name, f"version {version} is the challenger: {reason}",
+            version=str(version),
+        )  # fmt: skip
+    return result
