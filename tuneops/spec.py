@@ -55,18 +55,30 @@ class OpenAIProviderConfig(_Section):
 
 
 class AzureOpenAIProviderConfig(_Section):
-    """Azure OpenAI (key from ``AZURE_OPENAI_API_KEY``; deployment via the management API)."""
+    """Azure OpenAI (key from ``AZURE_OPENAI_API_KEY``; deployment via the management API).
+
+    ``training_type`` is not part of Microsoft's REST spec for any api-version tuneops knows
+    (``FineTuningJobCreation`` does not declare it); Microsoft documents a ``trainingType`` body
+    field only in its fine-tuning how-to for global/developer training. It is sent only when set.
+    Deployments tuneops makes are billed by the hour: ``deployment_price_per_hour`` (USD, per
+    deployment) is what ``tuneops registry deployments`` shows; one that fails the gate, or that
+    has not been champion/challenger/previous for ``deployment_grace_hours``, is deleted unless
+    ``keep_deployments``.
+    """
 
     kind: Literal["azure-openai"]
     endpoint: Annotated[str, Field(min_length=1)]
     api_version: str = "2025-04-01-preview"
-    training_type: Literal["Standard", "Global", "Developer"] = "Standard"
+    training_type: Literal["Standard", "Global", "GlobalStandard", "Developer"] | None = None
     subscription_id: str | None = None
     resource_group: str | None = None
     account_name: str | None = None
     deployment_sku: str = "standard"
     deployment_capacity: int = 1
     management_endpoint: str = "https://management.azure.com"
+    deployment_price_per_hour: Annotated[float, Field(ge=0.0)] | None = None
+    deployment_grace_hours: Annotated[float, Field(ge=0.0)] = 24.0
+    keep_deployments: bool = False
 
 
 ProviderConfig = Annotated[
@@ -300,11 +312,60 @@ class RolloutConfig(_Section):
 
 
 class MonitoringConfig(_Section):
-    """Upcoming (drift issue): what counts as drift. Validated, not yet acted on."""
+    """What counts as drift in the champion's served traffic, and how often ``monitor-drift`` looks.
+
+    A window is the last ``window_hours`` of answered requests; fewer than ``min_requests`` is
+    "insufficient traffic", never "no drift". ``embedding_sample`` prompts of the window (and of
+    the training data) are embedded, which bounds the check's time. Each threshold is read in
+    ``tuneops.tasks.drift.rules``; ``min_feedback_mean`` unset leaves feedback unjudged.
+    """
 
     window_hours: Annotated[int, Field(ge=1)] = 24
+    interval_minutes: Annotated[int, Field(ge=1)] = 60
+    min_requests: Annotated[int, Field(ge=1)] = 200
+    embedding_sample: Annotated[int, Field(ge=50, le=20_000)] = 1000
     psi_threshold: Annotated[float, Field(gt=0)] = 0.25
     embedding_auc_threshold: Annotated[float, Field(gt=0.5, le=1)] = 0.55
+    ood_quantile: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
+    ood_share_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    max_rate_increase: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    significance: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    max_latency_ratio: Annotated[float, Field(gt=1)] = 2.0
+    min_feedback_mean: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_feedback: Annotated[int, Field(ge=1)] = 30
+    low_confidence_logprob: Annotated[float, Field(lt=0)] = -1.0
+    max_low_confidence_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _ood_bar_above_expected(self) -> MonitoringConfig:
+        if self.ood_share_threshold <= 1 - self.ood_quantile:
+            raise ValueError(
+                f"ood_share_threshold must exceed the {1 - self.ood_quantile:.0%} expected beyond "
+                "ood_quantile on unchanged traffic, or every window is out of distribution"
+            )
+        return self
+
+
+class ScheduleConfig(_Section):
+    """When ``tuneops deploy`` makes Prefect run the stages (``retrain_cron`` None: no schedule).
+
+    ``retrain_on_drift`` adds the trigger on ``tuneops.drift.detected`` for this model;
+    ``rollout_on_registered`` a ``rollout`` deployment triggered by ``tuneops.model.registered``.
+    """
+
+    retrain_cron: str | None = "0 3 * * 1"
+    timezone: str = "UTC"
+    retrain_on_drift: bool = True
+    monitor: bool = True
+    rollout_on_registered: bool = False
+    work_pool: Annotated[str, Field(min_length=1)] = "tuneops-process"
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _five_fields(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"retrain_cron is a 5-field cron expression, got {value!r}")
+        return value
 
 
 class ServingConfig(_Section):
@@ -331,6 +392,7 @@ class Spec(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     rollout: RolloutConfig = RolloutConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     serving: ServingConfig = ServingConfig()
 
     @field_validator("provider", mode="before")
