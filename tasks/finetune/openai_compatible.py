@@ -5,6 +5,10 @@ Only ``base_url`` and the key differ between the two. The SDK client is built wi
 ``fine_tuning.jobs.create`` whose first answer was lost makes a second job. Retrying is the
 caller's job, after looking for the job by its idempotency key. SDK errors become
 ``tuneops.errors`` here and nowhere else.
+
+Lists (jobs, events, files) are read page by page with ``after`` until the server says there is
+no more, and events are put in creation order here: the protocol promises no order, and servers
+differ (OpenAI lists events newest first, Microsoft's Azure example oldest first).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from tuneops.errors import (
     ProviderRejectedError,
     TransientProviderError,
 )
-from tuneops.tasks.finetune.rules import normalize_status, upload_filename
+from tuneops.tasks.finetune.rules import (
+    IDEMPOTENCY_METADATA_KEY,
+    carries_key,
+    chronological,
+    keyed_suffix,
+    normalize_status,
+    upload_filename,
+)
 from tuneops.tasks.finetune.types import (
     FineTuneJob,
     FineTuneRequest,
@@ -132,6 +143,7 @@ def job_from_sdk(job: Any, provider: str) -> FineTuneJob:
         metadata={str(k): str(v) for k, v in (getattr(job, "metadata", None) or {}).items()},
         training_file=getattr(job, "training_file", None),
         validation_file=getattr(job, "validation_file", None),
+        suffix=getattr(job, "suffix", None),
     )
 
 
@@ -157,7 +169,14 @@ def event_from_sdk(event: Any) -> TrainingEvent:
 
 
 class OpenAICompatibleProvider:
-    """Files + fine-tuning jobs through the official ``OpenAI`` client."""
+    """Files + fine-tuning jobs through the official ``OpenAI`` client.
+
+    ``sends_metadata``: the protocol declares job ``metadata`` (OpenAI's does), so the
+    idempotency key travels there; otherwise it travels as a tag in ``suffix``. Whether the
+    server really echoes it is checked on the created job (``submit``), not assumed.
+    """
+
+    sends_metadata = True
 
     def __init__(
         self,
@@ -207,24 +226,34 @@ class OpenAICompatibleProvider:
             raise
         return None
 
-    def create_job(self, request: FineTuneRequest) -> FineTuneJob:
-        """One POST, no SDK retries; failures that may have created a job are ``ambiguous``."""
-        body: dict[str, Any] = {}
+    def job_create_fields(self, request: FineTuneRequest) -> dict[str, Any]:
+        """The create body: only fields with a value (an explicit ``null`` is a different request)."""
+        body: dict[str, Any] = {
+            "model": request.base_model,
+            "training_file": request.training_file,
+            "validation_file": request.validation_file,
+            "seed": request.seed,
+            "suffix": request.suffix,
+        }
+        metadata = dict(request.metadata)
+        key = request.idempotency_key
+        if key is not None and self.sends_metadata:
+            metadata[IDEMPOTENCY_METADATA_KEY] = key
+        elif key is not None:
+            body["suffix"] = keyed_suffix(request.suffix, key)
+        if metadata and self.sends_metadata:
+            body["metadata"] = metadata
         if request.hyperparameters:
             supervised = {"hyperparameters": request.hyperparameters}
             body["method"] = {"type": "supervised", "supervised": supervised}
+        return {k: v for k, v in body.items() if v is not None}
+
+    def create_job(self, request: FineTuneRequest) -> FineTuneJob:
+        """One POST, no SDK retries; failures that may have created a job are ``ambiguous``."""
+        fields = self.job_create_fields(request)
         extra = {**self._job_create_extra(), **request.extra_body}
         with translating("creating the fine-tune job", applied_maybe=True):
-            job = self._client.fine_tuning.jobs.create(
-                model=request.base_model,
-                training_file=request.training_file,
-                validation_file=request.validation_file,
-                suffix=request.suffix,
-                seed=request.seed,
-                metadata=request.metadata,
-                extra_body=extra or None,
-                **body,
-            )
+            job = self._client.fine_tuning.jobs.create(**fields, extra_body=extra or None)
         return job_from_sdk(job, self.kind)
 
     def find_jobs_by_metadata(self, key: str, value: str) -> list[FineTuneJob]:
@@ -236,26 +265,42 @@ class OpenAICompatibleProvider:
             ]
         return [j for j in jobs if j.metadata.get(key) == value]
 
+    def list_jobs(self) -> list[FineTuneJob]:
+        """Every job on the account, all pages (``after``), oldest first."""
+        with translating("listing fine-tune jobs"):
+            jobs = [job_from_sdk(j, self.kind) for j in self._client.fine_tuning.jobs.list(limit=_PAGE)]
+        return chronological(jobs, lambda j: j.created_at)
+
+    def find_jobs(self, key: str) -> list[FineTuneJob]:
+        """Every job created for idempotency key ``key``, whichever carrier it travelled in.
+
+        With metadata, the server's filter answers first; when it finds nothing (no such job, or
+        a server that dropped the metadata of a job made while it was trusted), every job is
+        listed and matched by ``carries_key``, so a suffix-keyed job is found too.
+        """
+        if self.sends_metadata:
+            found = self.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, key)
+            if found:
+                return found
+        return [job for job in self.list_jobs() if carries_key(job, key)]
+
     def get_job(self, job_id: str) -> FineTuneJob:
         with translating(f"reading fine-tune job {job_id}"):
             return job_from_sdk(self._client.fine_tuning.jobs.retrieve(job_id), self.kind)
 
-    def list_events(self, job_id: str, *, since_id: str | None = None) -> list[TrainingEvent]:
-        """Walk the newest-first event pages until ``since_id``; return oldest first."""
-        events: list[TrainingEvent] = []
+    def list_events(self, job_id: str) -> list[TrainingEvent]:
+        """Every event of the job, all pages, oldest first (whatever order the server uses)."""
         with translating(f"reading events of job {job_id}"):
-            for raw in self._client.fine_tuning.jobs.list_events(job_id, limit=_PAGE):
-                if since_id is not None and raw.id == since_id:
-                    break
-                events.append(event_from_sdk(raw))
-        events.reverse()
-        return events
+            events = [
+                event_from_sdk(raw) for raw in self._client.fine_tuning.jobs.list_events(job_id, limit=_PAGE)
+            ]
+        return chronological(events, lambda e: e.created_at)
 
     def cancel_job(self, job_id: str) -> FineTuneJob:
         with translating(f"cancelling fine-tune job {job_id}"):
             return job_from_sdk(self._client.fine_tuning.jobs.cancel(job_id), self.kind)
 
-    def deploy(self, job: FineTuneJob, name: str) -> FineTuneJob:
+    def deploy(self, job: FineTuneJob, name: str, *, model_name: str | None = None) -> FineTuneJob:
         """Nothing to do: OpenAI and the local service serve a fine-tune under its model id."""
         return job
 

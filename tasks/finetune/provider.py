@@ -35,6 +35,9 @@ class FineTuneProvider(Protocol):
     """
 
     kind: str
+    sends_metadata: bool
+    """True when the protocol declares job ``metadata``: the idempotency key travels there
+    (else as a tag in ``suffix``). Whether it is echoed is checked on the created job."""
 
     def upload_file(self, path: Path, *, split: str, sha256: str) -> UploadedFile:
         """Upload ``path`` for fine-tuning, or return the earlier upload of the same digest."""
@@ -44,24 +47,26 @@ class FineTuneProvider(Protocol):
         """Create one job (exactly one HTTP attempt)."""
         ...
 
-    def find_jobs_by_metadata(self, key: str, value: str) -> list[FineTuneJob]:
-        """Every job whose metadata has ``key`` == ``value``."""
+    def find_jobs(self, key: str) -> list[FineTuneJob]:
+        """Every job created for idempotency key ``key`` (metadata or suffix tag), all pages."""
         ...
 
     def get_job(self, job_id: str) -> FineTuneJob:
         """The job's current state."""
         ...
 
-    def list_events(self, job_id: str, *, since_id: str | None = None) -> list[TrainingEvent]:
-        """The job's events newer than ``since_id`` (all when None), oldest first."""
+    def list_events(self, job_id: str) -> list[TrainingEvent]:
+        """Every event of the job (all pages), oldest first whatever order the server lists."""
         ...
 
     def cancel_job(self, job_id: str) -> FineTuneJob:
         """Ask the provider to cancel the job."""
         ...
 
-    def deploy(self, job: FineTuneJob, name: str) -> FineTuneJob:
-        """Make a succeeded job callable; returns it with ``deployment`` set where one is needed."""
+    def deploy(self, job: FineTuneJob, name: str, *, model_name: str | None = None) -> FineTuneJob:
+        """Make a succeeded job callable; returns it with ``deployment`` set where one is needed.
+
+        Deployments are tagged with ``model_name`` as tuneops' own (``rules.deployment_tags``)."""
         ...
 
     def inference_target(self, job: FineTuneJob) -> InferenceTarget:

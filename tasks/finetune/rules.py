@@ -9,15 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tuneops.errors import BudgetExceededError
-from tuneops.tasks.finetune.types import FineTuneJob, JobStatus, TrainingEvent
+from tuneops.tasks.finetune.types import Deployment, FineTuneJob, JobStatus, TrainingEvent
 
 IDEMPOTENCY_METADATA_KEY = "tuneops_idempotency_key"
 """Metadata key carrying the idempotency key on every job we create (≤ 64 chars, as OpenAI asks)."""
+
+SUFFIX_MAX_CHARS = 40
+"""Azure's limit for ``suffix`` (a-z, A-Z, 0-9, - and _); OpenAI allows 64, so 40 fits both."""
+SUFFIX_TAG_PREFIX = "tk"
+_SUFFIX_TAG_HEX = 12
+_SUFFIX_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+T = TypeVar("T")
 
 AUTO_EPOCHS_ESTIMATE = 3
 """Epochs assumed for ``n_epochs: auto`` when estimating cost (OpenAI's usual choice for small sets)."""
@@ -90,6 +98,31 @@ def idempotency_key(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def suffix_tag(key: str) -> str:
+    """The short form of an idempotency key carried in a job's ``suffix`` (48 bits of the sha256).
+
+    For providers that do not echo ``metadata`` (Azure OpenAI's spec declares none): ``suffix``
+    is declared on both job creation and the job, and ends up in the fine-tuned model's name.
+    """
+    return f"{SUFFIX_TAG_PREFIX}{key[:_SUFFIX_TAG_HEX]}"
+
+
+def keyed_suffix(suffix: str | None, key: str) -> str:
+    """The user's suffix (made safe, shortened) with the key's tag at the end, ≤ 40 characters."""
+    tag = suffix_tag(key)
+    head = _SUFFIX_UNSAFE.sub("-", suffix or "").strip("-_")[: SUFFIX_MAX_CHARS - len(tag) - 1]
+    return f"{head}-{tag}" if head else tag
+
+
+def carries_key(job: FineTuneJob, key: str) -> bool:
+    """True when ``job`` was created for ``key``: by its metadata, or by the tag in its suffix
+    (or in the fine-tuned model's name, for providers that echo the suffix only there)."""
+    if job.metadata.get(IDEMPOTENCY_METADATA_KEY) == key:
+        return True
+    tag = suffix_tag(key)
+    return any(tag in (text or "") for text in (job.suffix, job.fine_tuned_model))
+
+
 @dataclass(frozen=True)
 class Reconciliation:
     """What to do with the jobs already carrying our key: ``reuse`` one, or note a ``failed`` one."""
@@ -103,10 +136,10 @@ def reconcile_jobs(jobs: Iterable[FineTuneJob], key: str) -> Reconciliation:
 
     A succeeded job wins (nothing to do), then a live one (wait for it), newest first. A failed
     or cancelled job is never reused and never silently replaced: the caller reports it and the
-    user asks for a new attempt. Jobs whose metadata does not carry ``key`` are ignored, so a
-    provider that ignores the metadata filter cannot make us attach to a stranger's job.
+    user asks for a new attempt. Jobs that do not carry ``key`` (``carries_key``) are ignored, so
+    a provider that ignores the metadata filter cannot make us attach to a stranger's job.
     """
-    mine = [j for j in jobs if j.metadata.get(IDEMPOTENCY_METADATA_KEY) == key]
+    mine = [j for j in jobs if carries_key(j, key)]
     mine.sort(key=lambda j: (j.created_at or 0, j.id), reverse=True)
     for wanted in (TERMINAL - {JobStatus.FAILED, JobStatus.CANCELLED}, set(LIVE) | {JobStatus.UNKNOWN}):
         for job in mine:
@@ -216,16 +249,60 @@ def digest_from_filename(filename: str) -> str | None:
     return match.group("sha") if match else None
 
 
-def new_metric_events(events: Iterable[TrainingEvent], after_step: int) -> list[TrainingEvent]:
-    """Metrics events past ``after_step``, oldest first, one per step (the last one reported wins)."""
+def new_metric_events(
+    events: Iterable[TrainingEvent], after_step: int | Collection[int]
+) -> list[TrainingEvent]:
+    """Metrics events not logged yet, by step, one per step (the last one reported wins).
+
+    ``after_step`` is either the highest step already logged, or the steps already logged (a
+    collection): then an earlier step that a server reports late is still logged, exactly once.
+    """
+
+    def fresh(step: int) -> bool:
+        return step > after_step if isinstance(after_step, int) else step not in after_step
+
     by_step: dict[int, TrainingEvent] = {}
     for event in sorted(events, key=lambda e: (e.created_at, e.id)):
-        if event.step is not None and event.step > after_step:
+        if event.step is not None and fresh(event.step):
             by_step[event.step] = event
     return [by_step[step] for step in sorted(by_step)]
 
 
+def chronological(items: Sequence[T], created_at: Callable[[T], int | None]) -> list[T]:
+    """``items`` oldest first, whatever order the server listed them in.
+
+    Sorted by creation time (the only order the protocol gives a meaning to); items created in
+    the same second keep the server's order, read backwards when the server lists newest first.
+    """
+    stamps = [created_at(item) or 0 for item in items]
+    ordered = list(items)
+    if len(stamps) > 1 and stamps[0] > stamps[-1]:
+        ordered.reverse()
+    return sorted(ordered, key=lambda item: created_at(item) or 0)
+
+
+def unseen_events(events: Iterable[TrainingEvent], seen_ids: Collection[str]) -> list[TrainingEvent]:
+    """Events whose id was not handed on before, in the order given (oldest first)."""
+    return [event for event in events if event.id not in seen_ids]
+
+
 _DEPLOYMENT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+DEPLOYMENT_TAG_MANAGED = "tuneops-managed"
+DEPLOYMENT_TAG_MODEL = "tuneops-model"
+DEPLOYMENT_TAG_JOB = "tuneops-job-id"
+
+
+def deployment_tags(model_name: str, job_id: str) -> dict[str, str]:
+    """Resource tags on every deployment tuneops creates: how it knows which ones are its own."""
+    return {DEPLOYMENT_TAG_MANAGED: "true", DEPLOYMENT_TAG_MODEL: model_name, DEPLOYMENT_TAG_JOB: job_id}
+
+
+def is_managed_deployment(deployment: Deployment, model_name: str) -> bool:
+    """True only for a deployment tuneops created for ``model_name`` (tagged by ``deployment_tags``)."""
+    tags = deployment.tags
+    return tags.get(DEPLOYMENT_TAG_MANAGED) == "true" and tags.get(DEPLOYMENT_TAG_MODEL) == model_name
 
 
 def deployment_name(model_name: str, job_id: str) -> str:

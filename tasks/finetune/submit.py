@@ -5,6 +5,11 @@ success attaches to it) → upload the files (reusing uploads of the same digest
 with one HTTP attempt → on a failure that may have created it anyway (timeout, dropped connection,
 5xx), look up again *before* any retry. The SDK's own retries are off, so nothing is ever replayed
 blindly. Works on any ``FineTuneProvider``; imports no SDK.
+
+The key travels where the provider's protocol echoes it: ``metadata`` (OpenAI) or a tag in
+``suffix`` (Azure OpenAI, whose spec declares no job metadata). The created job's echo is checked:
+a server that silently drops the metadata would leave a job no re-run could find, so that job is
+cancelled at once and created again with the key in its suffix.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.provider import FineTuneProvider
 from tuneops.tasks.finetune.rules import (
-    IDEMPOTENCY_METADATA_KEY,
     CostEstimate,
     RetryPolicy,
+    carries_key,
     enforce_budget,
     estimate_cost,
     failure_reason,
@@ -135,7 +140,7 @@ def submit_job(
     key = job_key(spec, dataset, attempt)
 
     def find() -> list[FineTuneJob]:
-        return provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, key)
+        return provider.find_jobs(key)
 
     decision = reconcile_jobs(with_retries(find, policy, sleep, "looking up existing jobs"), key)
     if decision.reuse is not None:
@@ -165,15 +170,30 @@ def submit_job(
         hyperparameters=hyperparameters_for(spec),
         suffix=spec.finetune.suffix,
         seed=spec.finetune.seed,
+        idempotency_key=key,
         metadata={
-            IDEMPOTENCY_METADATA_KEY: key,
             "tuneops_model": spec.model.name[:512],
             "tuneops_dataset": dataset.ref[:512],
             "tuneops_attempt": str(attempt),
             ESTIMATE_METADATA_KEY: str(estimate.training_tokens),
         },
     )
-    return _create_once(provider, request, key, find, policy, sleep)
+    job = _create_once(provider, request, key, find, policy, sleep)
+    if carries_key(job, key):
+        return job
+    if provider.sends_metadata:
+        log.warning(
+            "the provider did not echo the metadata of job %s: cancelling it and creating it again with "
+            "the idempotency key in its suffix, so that a re-run can find it",
+            job.id,
+        )
+        with_retries(lambda: provider.cancel_job(job.id), policy, sleep, f"cancelling job {job.id}")
+        provider.sends_metadata = False
+        job = _create_once(provider, request, key, find, policy, sleep)
+        if carries_key(job, key):
+            return job
+    log.warning("job %s echoes neither metadata nor suffix: a re-run after a crash may not find it", job.id)
+    return job
 
 
 def _create_once(

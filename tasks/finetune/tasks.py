@@ -82,7 +82,7 @@ def wait_for_job(
         except FineTuneFailedError:
             tracker.log_finish(chosen.get_job(job.id), spec.finetune.price_per_million_training_tokens)
             raise
-        done = chosen.deploy(done, deployment_name(spec.model.name, done.id))
+        done = chosen.deploy(done, deployment_name(spec.model.name, done.id), model_name=spec.model.name)
         tracker.log_finish(done, spec.finetune.price_per_million_training_tokens)
         return done
     finally:

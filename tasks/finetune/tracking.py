@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tuneops.registry.conventions import RUN_KIND_FINETUNE, TAG_JOB_ID, TAG_RUN_KIND
 from tuneops.registry.tracking import MetricPoint, RunTracker, stage_inputs
@@ -58,6 +58,8 @@ class FineTuneTracker:
     run_id: str
     last_step: int = -1
     """Highest step already logged; -1 so a provider's step-0 (base model) validation loss is kept."""
+    logged_steps: set[int] = field(default_factory=set)
+    """Every step already logged: a step reported late (any server order) is logged once, still."""
 
     @classmethod
     def open(cls, settings: TuneopsSettings, experiment: str, run_id: str | None = None) -> FineTuneTracker:
@@ -69,7 +71,7 @@ class FineTuneTracker:
         tracker = RunTracker.open(settings.tracking_uri or "", settings.artifact_root)
         run_id = run_id or tracker.active_run_id() or tracker.start_run(experiment, "finetune")
         steps = [m.step for key in ("train_loss", "valid_loss") for m in tracker.metric_history(run_id, key)]
-        return cls(tracker=tracker, run_id=run_id, last_step=max(steps, default=-1))
+        return cls(tracker=tracker, run_id=run_id, last_step=max(steps, default=-1), logged_steps=set(steps))
 
     def log_start(
         self, job: FineTuneJob, estimated_tokens: int | None, price: float, dataset_ref: str
@@ -96,7 +98,7 @@ class FineTuneTracker:
 
     def log_events(self, events: list[TrainingEvent]) -> None:
         """Step metrics for metrics events not logged yet (a resumed wait does not log twice)."""
-        fresh = new_metric_events(events, self.last_step)
+        fresh = new_metric_events(events, self.logged_steps)
         metrics: list[MetricPoint] = []
         for event in fresh:
             stamp = event.created_at * 1000 if event.created_at else None
@@ -105,7 +107,8 @@ class FineTuneTracker:
             metrics.extend(MetricPoint(k, float(v), step, stamp) for k, v in values.items() if v is not None)
         self.tracker.log_batch(self.run_id, metrics=metrics)
         if fresh:
-            self.last_step = max(e.step or 0 for e in fresh)
+            self.logged_steps.update(e.step or 0 for e in fresh)
+            self.last_step = max(self.logged_steps)
 
     def log_finish(self, job: FineTuneJob, price_per_million: float) -> None:
         """Trained tokens, actual cost, the result model and a loss-curve PNG."""

@@ -47,6 +47,8 @@ class FineTuneRequest:
     seed: int
     metadata: dict[str, str]
     extra_body: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    """The adapter puts it where its protocol echoes it back: ``metadata`` or a tag in ``suffix``."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class FineTuneJob:
     training_file: str | None = None
     validation_file: str | None = None
     deployment: str | None = None
+    suffix: str | None = None
 
     @property
     def endpoint_model(self) -> str | None:
@@ -108,3 +111,20 @@ class InferenceTarget:
     base_url: str
     model: str
     api_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model deployment on the provider (Azure), as its management API reports it.
+
+    ``tags`` are the resource tags; tuneops marks the deployments it creates there
+    (``rules.DEPLOYMENT_TAGS``), and touches no other.
+    """
+
+    name: str
+    model: str | None
+    provisioning_state: str | None
+    sku: str | None = None
+    capacity: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: int | None = None

@@ -23,6 +23,7 @@ from tuneops.tasks.finetune.rules import (
     poll_interval,
     retry_delay,
     should_retry,
+    unseen_events,
 )
 from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
 
@@ -84,13 +85,13 @@ def follow_job(
     """
     poll, retry = poll or PollPolicy(), retry or RetryPolicy()
     started, polls, failures = clock(), 0, 0
-    last_event_id: str | None = None
+    seen: set[str] = set()
     listener = on_update or progress_listener.get()
     current = job
     while True:
         try:
             current = provider.get_job(job.id)
-            events = provider.list_events(job.id, since_id=last_event_id)
+            events = unseen_events(provider.list_events(job.id), seen)
         except TransientProviderError as exc:
             failures += 1
             if not should_retry(retry, failures):
@@ -103,7 +104,7 @@ def follow_job(
             continue
         failures = 0
         if events:
-            last_event_id = events[-1].id
+            seen.update(e.id for e in events)
             if on_events is not None:
                 on_events(events)
         if listener is not None:

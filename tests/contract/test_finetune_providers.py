@@ -2,10 +2,14 @@
 
 - ``openai-stub``: ``OpenAIStubServer`` speaks OpenAI's documented files + fine-tuning protocol
   (the real cloud can't be reached from here).
-- ``azure-stub``: a PROTOCOL TEST. ``AzureOpenAIStubServer`` speaks the documented Azure OpenAI
-  data-plane shapes (``api-version`` query, ``api-key`` header, ``trainingType``, ``pending``,
-  null fields) and the management-plane deployments PUT/GET with provisioning states. It is not
-  Azure; it checks that our adapter sends and understands those shapes.
+- ``azure-stub*``: a PROTOCOL TEST. ``AzureOpenAIStubServer`` validates every request against
+  Microsoft's published REST specifications (data-plane ``2025-04-01-preview``, management
+  ``2024-10-01``, kept in ``tuneops/testing/reference/azure``) the way Microsoft's oav does, and
+  answers in the spec's shapes (``pending``, null fields, deployments with provisioning states).
+  It is not Azure. Three variants: a strict one (undeclared fields rejected, events newest first),
+  a lenient one (undeclared fields dropped, events oldest first) and one that echoes undeclared
+  fields (events oldest first); all serve 2 items a page, so lists must be followed with
+  ``after``. Each must see zero spec violations from the adapter.
 - ``local-service``: tuneops' own local service, for real (it trains a tiny model on CPU).
 """
 
@@ -19,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from tuneops.errors import FineTuneFailedError, ProviderAuthError, SpecError
+from tuneops.errors import FineTuneFailedError, ProviderAuthError, ProviderRejectedError, SpecError
 from tuneops.spec import AzureOpenAIProviderConfig
 from tuneops.tasks.finetune.azure_openai import AzureOpenAIProvider
 from tuneops.tasks.finetune.openai_compatible import OpenAICompatibleProvider
 from tuneops.tasks.finetune.provider import FineTuneProvider
-from tuneops.tasks.finetune.rules import IDEMPOTENCY_METADATA_KEY, PollPolicy
+from tuneops.tasks.finetune.rules import PollPolicy, carries_key
 from tuneops.tasks.finetune.types import FineTuneRequest, JobStatus
 from tuneops.tasks.finetune.wait import follow_job
 from tuneops.testing.azure_stub import AzureOpenAIStubServer
@@ -85,18 +89,33 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_base_model(tmp_path_factory.mktemp("tiny-base"))
 
 
-@pytest.fixture(params=["openai-stub", "azure-stub", pytest.param("local-service", marks=pytest.mark.slow)])
+AZURE_VARIANTS: dict[str, dict[str, Any]] = {
+    "azure-stub": {"unknown_fields": "reject", "event_order": "newest-first"},
+    "azure-stub-lenient": {"unknown_fields": "drop", "event_order": "oldest-first"},
+    "azure-stub-echoing": {"unknown_fields": "keep", "event_order": "oldest-first"},
+}
+
+
+@pytest.fixture(
+    params=["openai-stub", *AZURE_VARIANTS, pytest.param("local-service", marks=pytest.mark.slow)]
+)
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     if request.param == "openai-stub":
         with OpenAIStubServer(api_key="sk-contract") as stub:
             adapter = OpenAICompatibleProvider(kind="openai", base_url=stub.base_url, api_key="sk-contract")
             yield Target(adapter, "gpt-4o-mini-2024-07-18", stub)
             adapter.close()
-    elif request.param == "azure-stub":
-        with AzureOpenAIStubServer(api_key=AZURE_KEY, bearer_token=MGMT_TOKEN) as stub:
+    elif request.param in AZURE_VARIANTS:
+        variant = AZURE_VARIANTS[request.param]
+        with AzureOpenAIStubServer(
+            api_key=AZURE_KEY, bearer_token=MGMT_TOKEN, page_size=2, **variant
+        ) as stub:
             adapter = azure_provider(stub)
             yield Target(adapter, "gpt-4o-mini-2024-07-18", stub)
             adapter.close()
+        # the server validates against Microsoft's published spec: the adapter broke none of it
+        assert [str(v) for v in stub.violations] == []
+        assert [str(v) for v in stub.response_violations] == []
     else:
         from tuneops.serving.local.testing import serve_locally
 
@@ -133,7 +152,8 @@ def _request(target: Target, file_id: str, key: str) -> FineTuneRequest:
         hyperparameters={"n_epochs": 1},
         suffix="contract",
         seed=3,
-        metadata={IDEMPOTENCY_METADATA_KEY: key},
+        metadata={},
+        idempotency_key=key,
     )
 
 
@@ -150,12 +170,10 @@ def test_job_lifecycle_in_our_own_types(target: Target, tmp_path: Path) -> None:
     upload = target.provider.upload_file(_train_file(tmp_path), split="train", sha256="c" * 64)
     job = target.provider.create_job(_request(target, upload.id, "key-1"))
     assert job.status in {JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PENDING, JobStatus.RUNNING}
-    assert job.metadata[IDEMPOTENCY_METADATA_KEY] == "key-1" and job.training_file == upload.id
+    assert carries_key(job, "key-1") and job.training_file == upload.id
 
-    assert [j.id for j in target.provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, "key-1")] == [
-        job.id
-    ]
-    assert target.provider.find_jobs_by_metadata(IDEMPOTENCY_METADATA_KEY, "key-2") == []
+    assert [j.id for j in target.provider.find_jobs("key-1")] == [job.id]
+    assert target.provider.find_jobs("key-2") == []
 
     seen: list[Any] = []
     done = follow_job(target.provider, job, poll=FAST_POLL, on_events=seen.extend)
@@ -194,16 +212,34 @@ def azure() -> Iterator[AzureOpenAIStubServer]:
         yield stub
 
 
-def test_azure_requests_carry_api_version_key_and_training_type(azure, tmp_path: Path) -> None:
-    adapter = azure_provider(azure, training_type="Global")
+def test_azure_requests_carry_api_version_key_and_only_declared_fields(azure, tmp_path: Path) -> None:
+    adapter = azure_provider(azure)
     upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="e" * 64)
     job = adapter.create_job(_request(Target(adapter, "gpt-4o-mini"), upload.id, "k"))
     assert azure.api_versions == {"2025-04-01-preview"}
-    assert azure.state.jobs[job.id]["trainingType"] == "Global"
-    assert adapter.get_job(job.id).status is JobStatus.PENDING  # Azure's word for queued
+    [(_, sent)] = [r for r in azure.received if r[0] == "FineTuning_Create"]
+    assert sorted(sent) == ["hyperparameters", "model", "seed", "suffix", "training_file"]
+    assert sent["hyperparameters"] == {"n_epochs": 1}  # top level: SupervisedMethodRequest has only type
     raw = azure.state.jobs[job.id]
-    assert raw["organization_id"] is None and raw["seed"] is None  # nulls are tolerated
+    assert raw["suffix"].startswith("contract-tk") and carries_key(job, "k")  # the key rides in suffix
+    assert job.status is JobStatus.PENDING  # Azure's word for queued (FineTuningState has no queued)
+    assert raw["organization_id"] is None and raw["seed"] == 3  # nulls are tolerated
+    assert azure.violations == []
     adapter.close()
+
+
+def test_azure_training_type_is_sent_only_when_the_user_sets_it(tmp_path: Path) -> None:
+    """``trainingType`` is documented by Microsoft only outside the REST spec: sent on request,
+    and then the one field the validating server reports as undeclared."""
+    with AzureOpenAIStubServer(api_key=AZURE_KEY, bearer_token=MGMT_TOKEN, unknown_fields="keep") as azure:
+        adapter = azure_provider(azure, training_type="Global")
+        upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="e" * 64)
+        job = adapter.create_job(_request(Target(adapter, "gpt-4o-mini"), upload.id, "k"))
+        adapter.close()
+    assert azure.state.jobs[job.id]["trainingType"] == "Global"
+    assert [(v.code, v.where) for v in azure.violations] == [
+        ("OBJECT_ADDITIONAL_PROPERTIES", "body.trainingType")
+    ]
 
 
 def test_azure_deployment_puts_the_documented_body_and_waits_for_provisioning(azure, tmp_path: Path) -> None:
@@ -215,6 +251,7 @@ def test_azure_deployment_puts_the_documented_body_and_waits_for_provisioning(az
     deployed = adapter.deploy(job, "support-bot-1")
     record = azure.deployments["support-bot-1"]
     assert record["sku"] == {"name": "standard", "capacity": 2}
+    assert record["tags"]["tuneops-managed"] == "true" and record["tags"]["tuneops-job-id"] == job.id
     assert record["properties"]["model"] == {"format": "OpenAI", "name": job.fine_tuned_model, "version": "1"}
     assert record["properties"]["provisioningState"] == "Succeeded"
     gets = [r for r in azure.state.requests if r[0] == "GET" and r[1].endswith("/deployments/support-bot-1")]
@@ -245,3 +282,34 @@ def test_azure_wrong_keys_are_auth_errors(azure, tmp_path: Path) -> None:
     with pytest.raises(ProviderAuthError, match="HTTP 401"):
         wrong.upload_file(_train_file(tmp_path), split="train", sha256="1" * 64)
     wrong.close()
+
+
+def test_azure_deployments_are_listed_across_pages_and_only_tuneops_ones_are_deleted(
+    tmp_path: Path,
+) -> None:
+    with AzureOpenAIStubServer(api_key=AZURE_KEY, bearer_token=MGMT_TOKEN, page_size=1) as azure:
+        adapter = azure_provider(azure)
+        upload = adapter.upload_file(_train_file(tmp_path), split="train", sha256="2" * 64)
+        request = _request(Target(adapter, "m"), upload.id, "k")
+        job = follow_job(adapter, adapter.create_job(request), poll=FAST_POLL)
+        adapter.deploy(job, "bot-1", model_name="bot")
+        base = (
+            "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.CognitiveServices/accounts/acct-1"
+        )
+        azure.add_deployment(f"{base}/deployments/someone-elses", "someone-elses", {})
+        azure.add_deployment(
+            f"{base}/deployments/other-model",
+            "other-model",
+            {"tags": {"tuneops-managed": "true", "tuneops-model": "x"}},
+        )
+        listed = {d.name: d for d in adapter.list_deployments()}
+        assert sorted(listed) == ["bot-1", "other-model", "someone-elses"]  # three pages of one
+        assert listed["bot-1"].model == job.fine_tuned_model and listed["bot-1"].created_at
+        for name in ("someone-elses", "other-model"):
+            with pytest.raises(ProviderRejectedError, match="not created by tuneops"):
+                adapter.delete_deployment(name, model_name="bot")
+        assert adapter.delete_deployment("bot-1", model_name="bot") is True
+        assert adapter.delete_deployment("bot-1", model_name="bot") is False  # already gone
+        adapter.close()
+    assert sorted(azure.deployments) == ["other-model", "someone-elses"]
+    assert [str(v) for v in azure.violations] == [] and [str(v) for v in azure.response_violations] == []

@@ -1,32 +1,50 @@
-"""A local server speaking the documented Azure OpenAI shapes, for protocol tests of the Azure adapter.
+"""A local server for Azure OpenAI fine-tuning that checks every request against Microsoft's spec.
 
-This is a *protocol* stub, not Azure: it answers what Azure OpenAI documents for fine-tuning, so
-the adapter is tested at the HTTP boundary without a subscription.
+This is a *protocol* stub, not Azure. Every request is validated, the way Microsoft's validator
+(oav) does, against Microsoft's published REST specifications kept in
+``tuneops/testing/reference/azure`` (data-plane authoring ``2025-04-01-preview``, management
+``2024-10-01``; MIT, from github.com/Azure/azure-rest-api-specs): undeclared body fields and
+query parameters, read-only fields, required fields, types, enums, and the ``api-version``.
+Each problem lands in ``violations``; what the server then does is ``unknown_fields``:
 
-Data plane (``{endpoint}/openai/...``): every request needs the ``api-version`` query parameter
-and the ``api-key`` header; ``/openai/files`` and ``/openai/fine_tuning/jobs`` as in OpenAI's
-protocol, except that job creation needs ``trainingType``, jobs wait in ``pending`` (not
-``queued``), and several fields come back null (``organization_id``, ``seed``,
-``estimated_finish``, ``result_files``).
+- ``"reject"`` (default): answer 400, as a strict server would;
+- ``"drop"``: ignore undeclared fields, as a lenient server would (they never come back);
+- ``"keep"``: store and echo them (as OpenAI does with ``metadata``).
 
-Management plane: ``PUT``/``GET /subscriptions/{s}/resourceGroups/{rg}/providers/
-Microsoft.CognitiveServices/accounts/{a}/deployments/{d}?api-version=...`` with a bearer token;
-a new deployment reports ``provisioningState: Creating`` and turns ``Succeeded`` after a few GETs.
+Answers are projected onto the spec's response schema (undeclared fields removed) except in
+``keep`` mode, and checked too (``response_violations``, which keeps the stub honest).
+
+Data plane (``{endpoint}/openai/...``): ``api-key`` header; jobs go ``pending`` → ``running`` →
+``succeeded`` (the spec's ``FineTuningState``), some fields null. Events are listed newest first
+or oldest first (``event_order``; Microsoft's example lists them oldest first), ``page_size``
+caps every page so clients must follow ``after``.
+
+Management plane: ``PUT``/``GET``/``DELETE`` ``/subscriptions/{s}/resourceGroups/{rg}/providers/
+Microsoft.CognitiveServices/accounts/{a}/deployments[/{d}]`` with a bearer token; a new deployment
+is ``Creating`` and turns ``Succeeded`` after a few GETs; lists page with ``nextLink``.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 from tuneops.serving.openai_wire import error_body
-from tuneops.testing.openai_stub import OpenAIStubServer
+from tuneops.testing.openai_stub import OpenAIStubServer, _multipart
+from tuneops.testing.reference import AZURE_DATA_PLANE, AZURE_MANAGEMENT
+from tuneops.testing.reference.swagger import Operation, SwaggerSpec, Violation
 
-_DEPLOYMENT = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.CognitiveServices/accounts/(?P<account>[^/]+)/deployments/(?P<name>[^/]+)$"
-)
+UnknownFields = Literal["reject", "drop", "keep"]
+EventOrder = Literal["newest-first", "oldest-first"]
+_DATA_PLANE = SwaggerSpec(AZURE_DATA_PLANE, "/openai")
+_MANAGEMENT = SwaggerSpec(AZURE_MANAGEMENT)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class AzureOpenAIStubServer(OpenAIStubServer):
@@ -37,6 +55,9 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         bearer_token: the management-plane token expected in ``Authorization: Bearer``.
         creating_polls: GETs a deployment stays ``Creating`` before ``Succeeded``.
         fail_deployments: deployments end ``Failed`` instead.
+        unknown_fields: ``reject``, ``drop`` or ``keep`` what the spec does not declare.
+        event_order: ``newest-first`` or ``oldest-first``.
+        page_size: the most items any list page holds (default: what the client asks).
     """
 
     path_prefix = "/openai"
@@ -49,14 +70,24 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         bearer_token: str = "mgmt-test-token",
         creating_polls: int = 2,
         fail_deployments: bool = False,
+        unknown_fields: UnknownFields = "reject",
+        event_order: EventOrder = "newest-first",
+        page_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(api_key=api_key, **kwargs)
         self.bearer_token = bearer_token
         self.creating_polls = creating_polls
         self.fail_deployments = fail_deployments
+        self.unknown_fields = unknown_fields
+        self.event_order = event_order
+        self.page_size = page_size
         self.deployments: dict[str, dict[str, Any]] = {}
         self.api_versions: set[str] = set()
+        self.violations: list[Violation] = []
+        self.response_violations: list[Violation] = []
+        self.received: list[tuple[str, Any]] = []
+        """(operationId, JSON body as sent) of every request with a body."""
         self._deployment_polls: dict[str, int] = {}
 
     @property
@@ -64,101 +95,205 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         """What to give ``AzureOpenAI(azure_endpoint=...)`` and the spec's ``provider.endpoint``."""
         return self.root_url
 
+    # -- data plane ----------------------------------------------------------------------------
     def _authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
         return bool(headers.get("api-key", "") == self.api_key)
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
-        if "api-version" not in query:
+        version = (query.get("api-version") or [None])[0]
+        if version is not None:
+            self.api_versions.add(version)
+        if version != _DATA_PLANE.version:
+            self.violations.append(
+                Violation(
+                    "*", "API_VERSION", "query.api-version", f"{version!r} is not {_DATA_PLANE.version}"
+                )
+            )
             return 404, error_body("Resource not found", code="404")
-        self.api_versions.add(query["api-version"][0])
         if not self._authorized(headers, query):
             return 401, error_body(
                 "Access denied due to invalid subscription key or wrong API endpoint.", code="401"
             )
         return None
 
-    def _validate_create(self, payload: dict[str, Any]) -> str | None:
-        if payload.get("trainingType") not in {"Standard", "Global", "Developer", "GlobalStandard"}:
-            return "trainingType is required (Standard, Global or Developer)"
-        return super()._validate_create(payload)
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        operation = _DATA_PLANE.operation(method, self.path_prefix + path)
+        if operation is None:
+            return super().handle(method, path, query, headers, body)
+        json_body: Any = None
+        form: dict[str, Any] | None = None
+        if operation.body is not None:
+            json_body = json.loads(body or b"null")
+        if method == "POST" and path == "/files":
+            fields, files = _multipart(headers.get("Content-Type", ""), body)
+            form = {**fields, **dict.fromkeys(files, "<file>")}
+        if json_body is not None:
+            self.received.append((operation.operation_id, json_body))
+        problems = _DATA_PLANE.validate_request(operation, query, json_body, form)
+        self.violations.extend(problems)
+        if problems and self.unknown_fields == "reject":
+            return 400, error_body("; ".join(str(p) for p in problems), code="invalid_payload"), {}
+        if self.unknown_fields == "drop":
+            declared = {p["name"] for p in operation.parameters if p["in"] == "query"}
+            query = {k: v for k, v in query.items() if k in declared}
+            if json_body is not None:
+                body = json.dumps(_DATA_PLANE.project_request(operation, json_body)).encode()
+        if self.page_size is not None and "limit" in {p["name"] for p in operation.parameters}:
+            asked = int((query.get("limit") or ["20"])[0])
+            query = {**query, "limit": [str(min(asked, self.page_size))]}
+        if method == "GET" and path.endswith("/events"):
+            status, payload, extra = self._events(path.split("/")[-2], query)
+        else:
+            status, payload, extra = super().handle(method, path, query, headers, body)
+        if status == 200 and "201" in operation.responses:
+            status = 201
+        return (status, self._answer(operation, status, payload), extra)
+
+    def _answer(self, operation: Operation, status: int, payload: Any) -> Any:
+        if status >= 300:
+            return payload
+        if self.unknown_fields != "keep":
+            payload = _DATA_PLANE.project_response(operation, status, payload)
+            self.response_violations.extend(_DATA_PLANE.validate_response(operation, status, payload))
+        return payload
+
+    def _events(self, job_id: str, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        if job_id not in self.state.jobs:
+            return 404, error_body(f"Could not find fine-tune job {job_id}"), {}
+        events = list(self.state.events.get(job_id, []))
+        if self.event_order == "newest-first":
+            events.reverse()
+        return 200, self._paginate(events, query, 20), {}
 
     def _new_job(self, body: dict[str, Any]) -> dict[str, Any]:
         job = super()._new_job(body)
+        hyper = body.get("hyperparameters") or {}
         job.update(
+            status="pending",
+            hyperparameters={"n_epochs": hyper.get("n_epochs", -1), **hyper},
             organization_id=None,
-            seed=None,
+            seed=body.get("seed"),
             estimated_finish=None,
             result_files=None,
-            trainingType=body.get("trainingType"),
             integrations=None,
+            suffix=body.get("suffix"),
+            method=body.get("method") or {"type": "supervised"},
         )
+        job.pop("metadata", None)
+        for key in ("trainingType", "metadata"):  # undeclared: stored only when the mode keeps them
+            if key in body:
+                job[key] = body[key]
         return job
 
+    def _advance(self, job: dict[str, Any]) -> None:
+        super()._advance(job)
+        model = job.get("fine_tuned_model")
+        if model and model.startswith("ft:"):  # Azure names a fine-tune <base>.ft-<job>[-<suffix>]
+            tail = f"-{job['suffix']}" if job.get("suffix") else ""
+            job["fine_tuned_model"] = f"{job['model']}.ft-{job['id'].removeprefix('ftjob-')}{tail}"
+
+    # -- management plane ----------------------------------------------------------------------
     def handle_outside(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
     ) -> tuple[int, Any, dict[str, str]] | None:
-        match = _DEPLOYMENT.match(path)
-        if match is None:
+        operation = _MANAGEMENT.operation(method, path)
+        if operation is None:
             return None
-        if "api-version" not in query:
-            return (
-                400,
-                {
-                    "error": {
-                        "code": "MissingApiVersionParameter",
-                        "message": "The api-version query parameter (?api-version=) is required.",
-                    }
-                },
-                {},
+        version = (query.get("api-version") or [None])[0]
+        if version != _MANAGEMENT.version:
+            self.violations.append(
+                Violation(operation.operation_id, "API_VERSION", "query.api-version", f"{version!r}")
             )
+            code = "MissingApiVersionParameter" if version is None else "InvalidApiVersionParameter"
+            return 400, {"error": {"code": code, "message": f"api-version {version!r} is not supported"}}, {}
         if headers.get("Authorization", "") != f"Bearer {self.bearer_token}":
             return (
                 401,
                 {"error": {"code": "InvalidAuthenticationToken", "message": "The access token is invalid."}},
                 {},
             )
-        name = match.group("name")
+        payload = json.loads(body) if body else None
+        if payload is not None:
+            self.received.append((operation.operation_id, payload))
+        declared = {k: v for k, v in query.items() if k != "$skipToken"}  # the server's own nextLink token
+        problems = _MANAGEMENT.validate_request(operation, declared, payload)
+        self.violations.extend(problems)
         self.state.requests.append((method, path))
-        if method == "PUT":
-            return self._put_deployment(path, name, json.loads(body or b"{}"))
-        if method == "GET":
-            deployment = self.deployments.get(name)
-            if deployment is None:
-                return (
-                    404,
-                    {"error": {"code": "DeploymentNotFound", "message": f"Deployment {name} not found."}},
-                    {},
-                )
-            polls = self._deployment_polls[name] = self._deployment_polls.get(name, 0) + 1
-            if deployment["properties"]["provisioningState"] == "Creating" and polls >= self.creating_polls:
-                deployment["properties"]["provisioningState"] = (
-                    "Failed" if self.fail_deployments else "Succeeded"
-                )
-            return 200, deployment, {}
-        return 405, {"error": {"code": "MethodNotAllowed", "message": method}}, {}
+        if problems and self.unknown_fields == "reject":
+            message = "; ".join(str(p) for p in problems)
+            return 400, {"error": {"code": "InvalidRequestContent", "message": message}}, {}
+        if payload is not None and self.unknown_fields == "drop":
+            payload = _MANAGEMENT.project_request(operation, payload)
+        status, answer = self._deployments(operation.operation_id, path, query, payload)
+        if status < 300 and answer is not None:
+            self.response_violations.extend(_MANAGEMENT.validate_response(operation, status, answer))
+        return status, answer, {}
 
-    def _put_deployment(self, path: str, name: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    def _deployments(
+        self, operation_id: str, path: str, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        name = path.rsplit("/", 1)[-1]
+        if operation_id == "Deployments_List":
+            return 200, self._deployment_page(path, query)
+        if operation_id == "Deployments_CreateOrUpdate":
+            return self._put_deployment(path, name, body or {})
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            return 404, {"error": {"code": "DeploymentNotFound", "message": f"Deployment {name} not found."}}
+        if operation_id == "Deployments_Delete":
+            del self.deployments[name]
+            return 200, None
+        polls = self._deployment_polls[name] = self._deployment_polls.get(name, 0) + 1
+        properties = deployment["properties"]
+        if properties["provisioningState"] == "Creating" and polls >= self.creating_polls:
+            properties["provisioningState"] = "Failed" if self.fail_deployments else "Succeeded"
+        return 200, deployment
+
+    def _deployment_page(self, path: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        names = sorted(self.deployments)
+        start = int((query.get("$skipToken") or ["0"])[0])
+        size = self.page_size or len(names) or 1
+        page: dict[str, Any] = {"value": [self.deployments[n] for n in names[start : start + size]]}
+        if start + size < len(names):
+            params = urlencode({"api-version": _MANAGEMENT.version, "$skipToken": start + size})
+            page["nextLink"] = f"{self.root_url}{path}?{params}"
+        return page
+
+    def _put_deployment(self, path: str, name: str, body: dict[str, Any]) -> tuple[int, Any]:
         model = ((body.get("properties") or {}).get("model")) or {}
         succeeded = {j["fine_tuned_model"] for j in self.state.jobs.values() if j["status"] == "succeeded"}
         if model.get("format") != "OpenAI" or model.get("name") not in succeeded or not body.get("sku"):
-            return (
-                400,
-                {
-                    "error": {
-                        "code": "InvalidResourceProperties",
-                        "message": f"model {model.get('name')!r} is not a succeeded fine-tune",
-                    }
-                },
-                {},
-            )
+            message = f"model {model.get('name')!r} is not a succeeded fine-tune"
+            return 400, {"error": {"code": "InvalidResourceProperties", "message": message}}
         existing = self.deployments.get(name)
         if existing is not None:
-            return 200, existing, {}
+            return 200, existing
+        self.add_deployment(path, name, body, state="Creating")
+        return 201, self.deployments[name]
+
+    def add_deployment(
+        self,
+        path: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        state: str = "Succeeded",
+        created: float | None = None,
+    ) -> dict[str, Any]:
+        """Store a deployment as if PUT (tests use it for deployments tuneops did not make)."""
+        stamp = _iso(time.time() if created is None else created)
         self.deployments[name] = {
             "id": path,
             "name": name,
             "type": "Microsoft.CognitiveServices/accounts/deployments",
-            "sku": body["sku"],
-            "properties": {"model": model, "provisioningState": "Creating"},
+            "sku": body.get("sku") or {"name": "standard", "capacity": 1},
+            "tags": dict(body.get("tags") or {}),
+            "systemData": {"createdAt": stamp, "createdBy": "stub", "createdByType": "User"},
+            "properties": {
+                "model": (body.get("properties") or {}).get("model") or {},
+                "provisioningState": state,
+            },
         }
-        return 201, self.deployments[name], {}
+        return self.deployments[name]

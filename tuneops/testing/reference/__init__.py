@@ -1,0 +1,24 @@
+"""Published API specifications the test servers validate against, and a small validator for them.
+
+``azure/`` holds Microsoft's REST specifications for Azure OpenAI fine-tuning (data-plane
+authoring ``2025-04-01-preview``) and Cognitive Services deployments (management ``2024-10-01``),
+excerpted unchanged from github.com/Azure/azure-rest-api-specs (MIT, see ``azure/LICENSE`` and
+``azure/SOURCE``), kept at their repository paths so relative ``$ref``s resolve as there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+AZURE_SPECS = Path(__file__).parent / "azure" / "specification"
+AZURE_DATA_PLANE = (
+    AZURE_SPECS
+    / "cognitiveservices/data-plane/AzureOpenAI/authoring/preview/2025-04-01-preview/azureopenai.json"
+)
+AZURE_MANAGEMENT = (
+    AZURE_SPECS
+    / "cognitiveservices/resource-manager/Microsoft.CognitiveServices/stable/2024-10-01"
+    / "cognitiveservices.json"
+)
+
+__all__ = ["AZURE_DATA_PLANE", "AZURE_MANAGEMENT", "AZURE_SPECS"]
