@@ -10,6 +10,9 @@ Public API (imported lazily, so ``tuneops.tasks.finetune.rules`` stays free of S
   ``FineTuneFailedError`` with the provider's reason on failed/cancelled.
 - ``inference_target(spec, settings, job) -> InferenceTarget``: base_url, model id (the Azure
   deployment name on Azure) and api_version, for evaluation and the gateway.
+- ``retire_deployments(spec, settings, keep=None) -> RetirementReport`` (Prefect task): deletes
+  the Azure deployments tuneops made whose version failed the gate or has held no alias for the
+  grace period (``lifecycle``); never one tuneops did not create.
 - ``provider_for(config, settings) -> FineTuneProvider`` and the types in ``types``.
 """
 
@@ -22,6 +25,8 @@ _LAZY = {
     "submit_finetune": "tuneops.tasks.finetune.tasks",
     "wait_for_finetune": "tuneops.tasks.finetune.tasks",
     "inference_target": "tuneops.tasks.finetune.tasks",
+    "retire_deployments": "tuneops.tasks.finetune.tasks",
+    "retire_deployments_for": "tuneops.tasks.finetune.tasks",
     "submit_job_for": "tuneops.tasks.finetune.tasks",
     "wait_for_job": "tuneops.tasks.finetune.tasks",
     "provider_for": "tuneops.tasks.finetune.provider",

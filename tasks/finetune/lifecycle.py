@@ -25,6 +25,21 @@ PROTECTED_ALIASES = frozenset({"champion", "challenger", "previous"})
 
 
 @dataclass(frozen=True)
+class RetirementReport:
+    """What ``retire_deployments`` decided and did; ``kept`` is true when deletion was opted out."""
+
+    model_name: str
+    verdicts: tuple[DeploymentVerdict, ...] = ()
+    deleted: tuple[str, ...] = ()
+    kept: bool = False
+    price_per_hour: float | None = None
+
+    @property
+    def due(self) -> tuple[DeploymentVerdict, ...]:
+        return tuple(v for v in self.verdicts if v.retire)
+
+
+@dataclass(frozen=True)
 class DeploymentVerdict:
     """What to do with one deployment, and why (``due_at``: when it becomes retirable)."""
 

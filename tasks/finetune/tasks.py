@@ -8,6 +8,10 @@ too; transient errors are retried inside, with a look before every retry of a cr
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -21,6 +25,13 @@ from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_nam
 from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 from tuneops.tasks.finetune.wait import LoggedProgress, follow_job, progress_listener
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from tuneops.tasks.finetune.lifecycle import RetirementReport
+
+log = logging.getLogger(__name__)
 
 
 def _estimated_tokens(job: FineTuneJob) -> int | None:
@@ -143,6 +154,88 @@ def wait_for_finetune(
         estimate_from=dataset,
         dataset_ref=dataset.ref if dataset else "",
     )
+
+
+def retire_deployments_for(
+    spec: Spec,
+    settings: TuneopsSettings,
+    *,
+    keep: bool | None = None,
+    now: datetime | None = None,
+    provider: FineTuneProvider | None = None,
+) -> RetirementReport:
+    """Plain-function form of ``retire_deployments``: judge tuneops' deployments, delete the due.
+
+    Only deployments tagged as tuneops' own for ``spec.model.name`` are judged or deleted; each
+    deletion is logged with its reason. ``keep`` (default ``provider.keep_deployments``) judges
+    and reports without deleting. Providers without deployments report nothing.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from tuneops.registry.ledger import Ledger
+    from tuneops.registry.mlflow_store import RegistryStore
+    from tuneops.registry.promotion import reconcile
+    from tuneops.tasks.finetune.lifecycle import RetirementReport, plan_retirement
+    from tuneops.tasks.finetune.rules import is_managed_deployment
+
+    name = spec.model.name
+    config = spec.provider
+    if config.kind != "azure-openai":
+        return RetirementReport(name)
+    keep = config.keep_deployments if keep is None else keep
+    chosen = _provider(spec, settings, provider)
+    try:
+        mine = [d for d in chosen.list_deployments() if is_managed_deployment(d, name)]  # type: ignore[attr-defined]
+        store = RegistryStore.from_settings(settings)
+        ledger = Ledger.open(settings.state_db_url or "")
+        try:
+            reconcile(store, ledger, name)
+            history = ledger.history(name)
+            held = store.aliases(name)  # search results carry no aliases: ask for them
+            versions = [
+                dataclasses.replace(v, aliases=tuple(a for a, to in held.items() if to == v.version))
+                for v in store.versions(name)
+            ]
+        finally:
+            ledger.close()
+        verdicts = plan_retirement(
+            mine,
+            versions,
+            history,
+            now=now or datetime.now(UTC),
+            grace=timedelta(hours=config.deployment_grace_hours),
+        )
+        deleted: list[str] = []
+        for verdict in verdicts:
+            if not verdict.retire:
+                continue
+            where = f"deployment {verdict.deployment.name} (version {verdict.version or '-'})"
+            if keep:
+                log.info("keeping %s although %s (keep_deployments)", where, verdict.reason)
+                continue
+            if chosen.delete_deployment(verdict.deployment.name, model_name=name):  # type: ignore[attr-defined]
+                deleted.append(verdict.deployment.name)
+                log.warning("deleted %s: %s", where, verdict.reason)
+        return RetirementReport(name, tuple(verdicts), tuple(deleted), keep, config.deployment_price_per_hour)
+    finally:
+        if provider is None:
+            chosen.close()
+
+
+@task(name="retire-deployments", cache_policy=NO_CACHE, retries=0)
+def retire_deployments(spec: Spec, settings: TuneopsSettings, keep: bool | None = None) -> RetirementReport:
+    """Delete the provider deployments tuneops made that no longer earn their hourly bill.
+
+    A version that failed the gate, or that has not been champion/challenger/previous for
+    ``provider.deployment_grace_hours``, loses its deployment (``provider.keep_deployments`` or
+    ``keep=True`` opts out). Safe to repeat: a deployment already gone is skipped.
+    """
+    report = retire_deployments_for(spec, settings, keep=keep)
+    logger = get_run_logger()
+    for verdict in report.due:
+        done = "deleted" if verdict.deployment.name in report.deleted else "kept (opted out)"
+        logger.info("deployment %s: %s; %s", verdict.deployment.name, verdict.reason, done)
+    return report
 
 
 def inference_target(spec: Spec, settings: TuneopsSettings, job: FineTuneJob) -> InferenceTarget:

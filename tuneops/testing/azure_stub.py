@@ -167,6 +167,15 @@ class AzureOpenAIStubServer(OpenAIStubServer):
             events.reverse()
         return 200, self._paginate(events, query, 20), {}
 
+    def _event(
+        self, job_id: str, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
+        """Events one second apart (as a real job's are), so their creation order is known."""
+        super()._event(job_id, message, level=level, data=data)
+        events = self.state.events[job_id]
+        if len(events) > 1:
+            events[-1]["created_at"] = max(events[-1]["created_at"], events[-2]["created_at"] + 1)
+
     def _new_job(self, body: dict[str, Any]) -> dict[str, Any]:
         job = super()._new_job(body)
         hyper = body.get("hyperparameters") or {}

@@ -122,6 +122,8 @@ class OpenAIStubServer:
         fail_jobs_with: when set, jobs fail at their first step with this error message.
         hold: when true, jobs stay ``running`` until ``release()`` (crash-point tests).
         organization: the ``organization_id`` jobs report; also the middle of ``ft:`` model names.
+        echo_metadata: false makes an OpenAI-compatible server that accepts job ``metadata`` but
+            silently drops it (and ignores ``metadata[k]=v`` list filters), as some do.
     """
 
     path_prefix = "/v1"
@@ -136,11 +138,13 @@ class OpenAIStubServer:
         hold: bool = False,
         organization: str = "org-stub",
         port: int = 0,
+        echo_metadata: bool = True,
     ) -> None:
         self.api_key = api_key
         self.steps = steps
         self.fail_jobs_with = fail_jobs_with
         self.organization = organization
+        self.echo_metadata = echo_metadata
         self.state = StubState()
         self._held = threading.Event()
         if hold:
@@ -281,7 +285,7 @@ class OpenAIStubServer:
             "integrations": None,
             "seed": body.get("seed") if body.get("seed") is not None else 42,
             "estimated_finish": None,
-            "metadata": body.get("metadata"),
+            "metadata": body.get("metadata") if self.echo_metadata else None,
             "method": {"type": "supervised"},
             "suffix": body.get("suffix"),
         }
@@ -393,6 +397,7 @@ class OpenAIStubServer:
             return 200, job, {}
         if method == "GET" and path == "/fine_tuning/jobs":
             wanted = {k[len("metadata[") : -1]: v[0] for k, v in query.items() if k.startswith("metadata[")}
+            wanted = wanted if self.echo_metadata else {}
             items = [
                 j
                 for j in sorted(state.jobs.values(), key=lambda j: j["id"], reverse=True)

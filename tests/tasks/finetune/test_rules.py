@@ -220,3 +220,57 @@ def test_the_decision_modules_import_no_sdk() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_suffix_carries_a_short_tag_of_the_key_within_azures_40_characters() -> None:
+    key = "3f" * 32
+    assert rules.keyed_suffix("support", key) == "support-tk3f3f3f3f3f3f"
+    assert rules.keyed_suffix(None, key) == "tk3f3f3f3f3f3f"
+    long = rules.keyed_suffix("a very long/suffix with spaces" * 3, key)
+    assert len(long) <= 40 and long.endswith("-tk3f3f3f3f3f3f")
+    assert all(c.isalnum() or c in "-_" for c in long)
+
+
+def test_a_job_carries_its_key_in_metadata_suffix_or_model_name() -> None:
+    key = "ab" * 32
+    plain = FineTuneJob(id="j", status=JobStatus.RUNNING, provider="p", model="m")
+    assert not rules.carries_key(plain, key)
+    by_metadata = FineTuneJob(
+        id="j",
+        status=JobStatus.RUNNING,
+        provider="p",
+        model="m",
+        metadata={rules.IDEMPOTENCY_METADATA_KEY: key},
+    )
+    by_suffix = FineTuneJob(
+        id="j", status=JobStatus.RUNNING, provider="p", model="m", suffix=f"x-{rules.suffix_tag(key)}"
+    )
+    by_model = FineTuneJob(
+        id="j",
+        status=JobStatus.SUCCEEDED,
+        provider="p",
+        model="m",
+        fine_tuned_model=f"m.ft-1-{rules.suffix_tag(key)}",
+    )
+    assert all(rules.carries_key(j, key) for j in (by_metadata, by_suffix, by_model))
+    assert not rules.carries_key(by_suffix, "cd" * 32)
+    assert rules.reconcile_jobs([plain, by_suffix], key).reuse is by_suffix
+
+
+def test_new_metric_events_given_logged_steps_keep_a_late_earlier_step() -> None:
+    events = [_event(2, 9), _event(5, 10), _event(3, 11)]
+    assert [e.step for e in rules.new_metric_events(events, {1, 4, 5})] == [2, 3]
+    assert [e.step for e in rules.new_metric_events(events, after_step=4)] == [5]
+
+
+@pytest.mark.parametrize("server_order", ["oldest-first", "newest-first"])
+def test_events_are_put_in_creation_order_whatever_the_server_order(server_order: str) -> None:
+    oldest_first = [_event(None, 1), _event(1, 2), _event(None, 2), _event(2, 3)]
+    oldest_first = [
+        TrainingEvent(id=f"x{i}", created_at=e.created_at, message="", step=e.step)
+        for i, e in enumerate(oldest_first)
+    ]
+    served = oldest_first if server_order == "oldest-first" else list(reversed(oldest_first))
+    ordered = rules.chronological(served, lambda e: e.created_at)
+    assert [e.id for e in ordered] == ["x0", "x1", "x2", "x3"]  # ties read the server's way round
+    assert rules.unseen_events(ordered, {"x0", "x2"}) == [ordered[1], ordered[3]]
