@@ -13,11 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tuneops.flows.retrain_steps import RetrainOutcome, preload_later_stages, registration_request
+from tuneops.flows.retrain_steps import (
+    RetrainOutcome,
+    RetrainSkipped,
+    is_drift_reason,
+    no_new_data,
+    preload_later_stages,
+    registration_request,
+)
 from tuneops.providers import is_local_provider
 from tuneops.registry.ledger import current_actor
+from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.tasks import (
     challenger_still_owed,
     find_registered_version,
@@ -27,6 +36,7 @@ from tuneops.registry.tasks import (
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
 from tuneops.tasks.data.tasks import version_dataset
+from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.evaluation.inputs import choose_contenders, evaluation_split_paths
 from tuneops.tasks.evaluation.tasks import evaluate_candidate_task
 from tuneops.tasks.finetune.submit import cost_of
@@ -48,8 +58,12 @@ def retrain(
     reason: str = "manual",
     poll_interval: float = 2.0,
     show_progress: bool = False,
-) -> RetrainOutcome:
+) -> RetrainOutcome | RetrainSkipped:
     """Fine-tune the spec's model on its current data and register it if it beats the base.
+
+    A run the drift trigger started (``reason`` ``drift: ...``) on data a registered version was
+    already trained on trains nothing and returns :class:`RetrainSkipped` ("drift detected, no
+    new data"): retraining on the same data cannot answer drift.
 
     Args:
         spec_path: the project's ``tuneops.yaml``; settings come from its folder and environment.
@@ -62,6 +76,9 @@ def retrain(
     settings = TuneopsSettings.load(project_dir)
 
     dataset = version_dataset(spec, settings)
+    skipped = _skip_when_no_new_data(spec.model.name, reason, dataset, settings)
+    if skipped is not None:
+        return skipped
     job = submit_finetune(spec, settings, dataset)
     finetune_run_id = open_finetune_run(spec, settings, job, dataset)
     preloading = preload_later_stages(job)  # evaluation's libraries load while the job trains
@@ -147,6 +164,24 @@ def retrain(
         challenger_set=challenger_set,
         tracking_uri=settings.tracking_uri or "",
     )
+
+
+def _skip_when_no_new_data(
+    model_name: str, reason: str, dataset: DatasetVersion, settings: TuneopsSettings
+) -> RetrainSkipped | None:
+    """A drift-triggered run on data some version was already trained on trains nothing."""
+    if not is_drift_reason(reason):
+        return None
+    store = RegistryStore.from_settings(settings)
+    skipped = no_new_data(reason, dataset, store.versions(model_name))
+    if skipped is not None:
+        get_run_logger().warning("%s (%s)", skipped.message, reason)
+        create_markdown_artifact(
+            f"# Retrain skipped\n\n{skipped.message}\n\nTriggered by: {reason}\n",
+            key=f"retrain-{model_name}".lower().replace(".", "-").replace("_", "-"),
+            description=skipped.message[:500],
+        )
+    return skipped
 
 
 def _set_challenger(model_name: str, version: str, settings: TuneopsSettings, reason: str) -> None:

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from tuneops.providers import API_KEY_ENV
+from tuneops.registry.conventions import TAG_TRAIN_DIGEST
 from tuneops.registry.types import RegisteredVersion, RegistrationRequest
 from tuneops.spec import Spec
 from tuneops.tasks.data.tracking import links_from_version
@@ -39,6 +40,58 @@ class RetrainOutcome:
     challenger_set: bool
     tracking_uri: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+DRIFT_REASON_PREFIX = "drift"
+NO_NEW_DATA = "drift detected, no new data"
+
+
+@dataclass(frozen=True)
+class RetrainSkipped:
+    """A retrain that trained nothing, and why (e.g. drift detected but the data did not change).
+
+    ``trained_version`` is the registered version already trained on this exact training split.
+    """
+
+    dataset: DatasetVersion
+    reason: str
+    message: str
+    trained_version: str | None = None
+
+
+def is_drift_reason(reason: str) -> bool:
+    """Whether a run's ``reason`` says the drift trigger started it (``drift: <summary>``)."""
+    return reason.strip().lower().startswith(DRIFT_REASON_PREFIX)
+
+
+def version_trained_on(versions: list[RegisteredVersion], train_sha256: str | None) -> str | None:
+    """The newest registered version whose training split is ``train_sha256`` (pure)."""
+    if not train_sha256:
+        return None
+    trained = [v for v in versions if v.tags.get(TAG_TRAIN_DIGEST) == train_sha256]
+    return max(trained, key=lambda v: int(v.version)).version if trained else None
+
+
+def no_new_data(
+    reason: str, dataset: DatasetVersion, versions: list[RegisteredVersion]
+) -> RetrainSkipped | None:
+    """The skip result when drift started this run and a version was already trained on this data.
+
+    Only a drift-triggered run is skipped: a scheduled or manual run on unchanged data still goes
+    through (and finds its job registered already, training nothing new either).
+    """
+    if not is_drift_reason(reason):
+        return None
+    train = dataset.split("train")
+    trained = version_trained_on(versions, train.sha256 if train else None)
+    if trained is None:
+        return None
+    return RetrainSkipped(
+        dataset=dataset,
+        reason=reason,
+        message=f"{NO_NEW_DATA}: {dataset.ref} is what version {trained} was trained on; nothing trained",
+        trained_version=trained,
+    )
 
 
 def registration_request(

@@ -33,4 +33,6 @@ def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
 )
 def version_dataset(spec: Spec, settings: TuneopsSettings) -> DatasetVersion:
     """Validate, split and commit the spec's data to the settings' data store (idempotent)."""
-    return version_from_spec(spec, store=store_for(settings), home=settings.state_home)
+    return version_from_spec(
+        spec, store=store_for(settings), home=settings.state_home, s3_endpoint_url=settings.s3_endpoint_url
+    )

@@ -39,6 +39,7 @@ from tuneops.tasks.data.layout import (
 from tuneops.tasks.data.report import ValidationReport
 from tuneops.tasks.data.routing import TOKENS_PER_SYSTEM_MESSAGE, RoutedChunk, RoutingPlan
 from tuneops.tasks.data.scan import Progress, scan_file
+from tuneops.tasks.data.sources import resolve_source
 from tuneops.tasks.data.store import DataStore
 from tuneops.tasks.data.tokens import ENCODING_NAME, count_tokens
 from tuneops.tasks.data.types import SPLIT_NAMES, DatasetVersion, SplitFile
@@ -140,11 +141,22 @@ def version_from_spec(
     home: Path,
     workers: int | None = None,
     progress: Progress | None = None,
+    s3_endpoint_url: str | None = None,
 ) -> DatasetVersion:
-    """Version the data a spec (loaded with :func:`tuneops.spec.load_spec`) points at."""
+    """Version the data a spec (loaded with :func:`tuneops.spec.load_spec`) points at.
+
+    Each of ``data.train``/``validation``/``test`` may be a file, a folder, a glob or an ``s3://``
+    prefix of JSONL files (see :mod:`tuneops.tasks.data.sources`): their union is versioned.
+    """
     data = spec.data
+
+    def local(path: Path | None) -> Path | None:
+        return None if path is None else resolve_source(path, home, s3_endpoint_url=s3_endpoint_url)
+
     return version_files(
-        DatasetSources(train=data.train, validation=data.validation, test=data.test),
+        DatasetSources(
+            train=local(data.train) or data.train, validation=local(data.validation), test=local(data.test)
+        ),
         name=spec.dataset_name,
         store=store,
         home=home,
