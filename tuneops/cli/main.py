@@ -15,7 +15,19 @@ import typer
 from rich.markup import escape
 
 from tuneops import __version__
-from tuneops.cli import data, evaluate, finetune, monitor, project, registry, rollout, run, serve, setup
+from tuneops.cli import (
+    data,
+    deploy,
+    evaluate,
+    finetune,
+    monitor,
+    project,
+    registry,
+    rollout,
+    run,
+    serve,
+    setup,
+)
 from tuneops.cli.common import err_console
 from tuneops.errors import TuneopsError
 from tuneops.settings import quiet_third_parties
@@ -50,7 +62,7 @@ def _root(
     """MLOps for fine-tuned LLMs."""
 
 
-for module in (project, setup, data, serve, finetune, evaluate, registry, run, monitor, rollout):
+for module in (project, setup, data, serve, finetune, evaluate, registry, run, monitor, rollout, deploy):
     module.register(app)
 
 
