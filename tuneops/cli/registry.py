@@ -1,4 +1,5 @@
-"""Registry commands: ``promote``, ``lineage``, ``ledger`` and ``registry reconcile``.
+"""Registry commands: ``promote``, ``lineage``, ``ledger``, ``registry reconcile`` and
+``registry deployments``.
 
 Every command reconciles first, so alias moves made in the MLflow UI since the last look reach
 the ledger before anything is decided or shown.
@@ -160,6 +161,74 @@ def reconcile_command(
                 console.print(f"{name}@{entry.alias}: {entry.from_version} -> {entry.to_version} (observed)")
             if not found:
                 console.print(f"{name}: ledger up to date")
+
+
+@registry_app.command("deployments")
+def deployments_command(
+    name: Annotated[str, typer.Argument(help="Registered model name (the spec's model.name).")],
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete the deployments marked 'retire' (tuneops' own only).")
+    ] = False,
+    keep_deployments: Annotated[
+        bool, typer.Option("--keep-deployments", help="Delete nothing, even with --prune.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    spec: SpecOption = DEFAULT_SPEC,
+) -> None:
+    """List the Azure deployments tuneops made for NAME, what each costs per hour, which are due.
+
+    A deployment is due for retirement when its version failed the gate, or has not been
+    champion/challenger/previous for provider.deployment_grace_hours. Deployments tuneops did
+    not create are never listed or touched.
+    """
+    from rich.table import Table
+
+    from tuneops.spec import load_spec
+    from tuneops.tasks.finetune.tasks import retire_deployments_for
+
+    loaded, _ = load_spec(spec)
+    if loaded.provider.kind != "azure-openai":
+        console.print(f"{name}: provider {loaded.provider.kind} needs no deployments")
+        return
+    if loaded.model.name != name:
+        loaded = loaded.model_copy(update={"model": loaded.model.model_copy(update={"name": name})})
+    report = retire_deployments_for(loaded, settings_for(spec), keep=keep_deployments or not prune)
+    price = report.price_per_hour
+    rows = [
+        {
+            "deployment": v.deployment.name,
+            "version": v.version,
+            "aliases": list(v.aliases),
+            "gate": v.gate,
+            "state": v.deployment.provisioning_state,
+            "created_at": v.deployment.created_at,
+            "price_per_hour": price,
+            "verdict": (
+                "deleted" if v.deployment.name in report.deleted else "retire" if v.retire else "keep"
+            ),
+            "reason": v.reason,
+        }
+        for v in report.verdicts
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"deployments tuneops made for {name}")
+    for column in ("deployment", "version", "aliases", "gate", "state", "$/hour", "verdict", "why"):
+        table.add_column(column)
+    for row in rows:
+        cost = f"{price:.2f}" if price is not None else "set provider.deployment_price_per_hour"
+        table.add_row(
+            str(row["deployment"]), str(row["version"] or "-"), ",".join(row["aliases"]) or "-",
+            str(row["gate"] or "-"), str(row["state"] or "-"), cost, str(row["verdict"]), str(row["reason"]),
+        )  # fmt: skip
+    console.print(table)
+    if price is not None and rows:
+        live = [r for r in rows if r["verdict"] != "deleted"]
+        console.print(f"{len(live)} deployment(s) at {price:.2f}/hour each: {len(live) * price:.2f}/hour")
+    due = [r for r in rows if r["verdict"] == "retire"]
+    if due and not prune:
+        console.print(f"{len(due)} due for retirement: re-run with --prune to delete them")
 
 
 @registry_app.command("webhook")
