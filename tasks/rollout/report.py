@@ -1,6 +1,7 @@
 """What a rollout leaves behind: the step table as markdown (Prefect artifact, approval form,
 ``tuneops rollout status``) and one MLflow run with the steps, the per-arm metrics with their
-always-valid intervals over time (metric histories MLflow plots), the decision and its reasons.
+always-valid intervals over time (metric histories MLflow plots, and ``rollout/metrics.png``),
+the decision and its reasons.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from tuneops.registry.tracking import MetricPoint, RunTracker
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.rollout.plot import rollout_figure
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore, StepRow
 
 EXPERIMENT_SUFFIX = "rollouts"
@@ -121,6 +123,8 @@ def log_rollout_run(
         run_id, {"status": record.status, "reason": record.reason, "verdict": last}, "rollout/decision.json"
     )
     tracker.log_text(run_id, report_markdown(record, steps), "rollout/report.md")
+    title = f"rollout {record.id}: {record.model} v{record.challenger_version} ({record.status})"
+    tracker.log_figure(run_id, rollout_figure(steps, title), "rollout/metrics.png")
     if record.status not in ("running", "awaiting-approval"):
         tracker.finish_run(run_id)
     return run_id
