@@ -302,7 +302,7 @@ def deployment_tags(model_name: str, job_id: str) -> dict[str, str]:
 def is_managed_deployment(deployment: Deployment, model_name: str) -> bool:
     """True only for a deployment tuneops created for ``model_name`` (tagged by ``deployment_tags``)."""
     tags = deployment.tags
-    return tags.get(DEPLOYMENT_TAG_MANAGED) == "true" and tags.get(DEPLOYMENT_TAG_MODEL) == model_name
+    return bool(tags.get(DEPLOYMENT_TAG_MANAGED) == "true" and tags.get(DEPLOYMENT_TAG_MODEL) == model_name)
 
 
 def deployment_name(model_name: str, job_id: str) -> str:
