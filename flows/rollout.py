@@ -29,11 +29,13 @@ from tuneops.tasks.rollout.report import guardrail_table, publish_rollout_report
 from tuneops.tasks.rollout.rules import RolloutVerdict, Step, next_transition
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore, Status
 from tuneops.tasks.rollout.tasks import (
+    GatewayAccess,
     begin_rollout,
     judge_rollout_step,
     promote_challenger,
     roll_back_challenger,
     set_step_weight,
+    smoke_test_challenger,
 )
 
 
@@ -63,6 +65,7 @@ def rollout(
     strategy: str | None = None,
     interval_seconds: float | None = None,
     max_intervals: int | None = None,
+    gateway_url: str | None = None,
 ) -> RolloutOutcome:
     """Roll the challenger out by the spec's strategy, judged on live traffic every interval.
 
@@ -72,6 +75,8 @@ def rollout(
         strategy: override the spec's ``rollout.strategy`` for a new rollout.
         interval_seconds: override ``rollout.analysis_interval_seconds``.
         max_intervals: stop looking after this many intervals (the rollout stays resumable).
+        gateway_url: the gateway's ``/v1`` root for blue-green's pinned smoke replay (default
+            ``tuneops serve gateway``'s; its key comes from ``TUNEOPS_GATEWAY_API_KEYS``).
     """
     log = get_run_logger()
     spec, project_dir = load_spec(Path(spec_path))
@@ -82,6 +87,7 @@ def rollout(
     plan = plan_for(config, record.strategy)  # type: ignore[arg-type]
     interval = interval_seconds or config.analysis_interval_seconds
     store = RolloutStore.open(settings.state_db_url or "")
+    gateway = GatewayAccess.from_environment(gateway_url)
     log.info("rollout %s of %s v%s (%s), %s at step %d", record.id, record.model, record.challenger_version,
              record.strategy, "resumed" if resumed else "started", record.step_index)  # fmt: skip
     try:
@@ -93,7 +99,8 @@ def rollout(
             step = plan[record.step_index]
             if not step.judged:
                 _unjudged_step(store, spec, settings, record, plan, step, config.approval_timeout_seconds,
-                               approval=config.approval == "required", poll=min(interval, 10.0))  # fmt: skip
+                               approval=config.approval == "required", poll=min(interval, 10.0),
+                               gateway=gateway)  # fmt: skip
                 continue
             set_step_weight(settings, record, step)
             judgement = judge_rollout_step(spec, settings, record, step)
@@ -138,10 +145,17 @@ def _advance(store: RolloutStore, record: RolloutRecord, plan: tuple[Step, ...],
 
 def _unjudged_step(
     store: RolloutStore, spec: Spec, settings: TuneopsSettings, record: RolloutRecord, plan: tuple[Step, ...],
-    step: Step, timeout: float, *, approval: bool, poll: float,
+    step: Step, timeout: float, *, approval: bool, poll: float, gateway: GatewayAccess,
 ) -> None:  # fmt: skip
     """Smoke (replay check), switch and promote: the steps that act once instead of being judged."""
     if step.kind == "smoke":
+        smoke = smoke_test_challenger(spec, settings, record, gateway)
+        store.append_step(record.id, step_index=record.step_index, step_name=step.name, weight=0,
+                          action="smoke-passed" if smoke.passed else "smoke-failed",
+                          challenger_requests=smoke.compared, summary=smoke.summary())  # fmt: skip
+        if not smoke.passed:  # the live endpoint is not what was evaluated: never switch to it
+            _end(store, settings, record, plan, "rolled-back", smoke.summary(), roll_back=True)
+            return
         _advance(store, record, plan, record.step_index + 1)
         return
     if approval and not _approved(store, settings, record, timeout, poll):

@@ -559,3 +559,78 @@ def ab_requests_per_arm(
     return int(
         proportion_sample_size(baseline_rate, minimum_detectable_effect, alpha=alpha, power=power, tau=tau)
     )
+
+
+# --- blue-green smoke replay ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeCase:
+    """One evaluated row replayed through the gateway pinned to the challenger."""
+
+    row: int
+    expected: str
+    answered: str | None
+    error: str | None = None
+    served_version: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.error is None and self.answered is not None and _same(self.answered, self.expected)
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+@dataclass(frozen=True)
+class SmokeVerdict:
+    """Does the live endpoint answer what was evaluated? ``passed`` False refuses the switch."""
+
+    passed: bool
+    compared: int
+    matched: int
+    required_share: float
+    mismatched_rows: tuple[int, ...]
+    reasons: tuple[str, ...]
+
+    def summary(self) -> str:
+        return ("smoke passed: " if self.passed else "smoke failed: ") + "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed, "compared": self.compared, "matched": self.matched,
+            "required_share": self.required_share, "mismatched_rows": list(self.mismatched_rows),
+            "reasons": list(self.reasons),
+        }  # fmt: skip
+
+
+def judge_smoke(cases: Sequence[SmokeCase], *, version: str, min_match_share: float = 1.0) -> SmokeVerdict:
+    """Compare the pinned replay with the evaluated answers (whitespace-normalised, temperature 0).
+
+    Nothing replayed, an answer served by another version than ``version``, or fewer identical
+    answers than ``min_match_share`` of the rows: the deployed model is not the evaluated one.
+    """
+    if not 0 < min_match_share <= 1:
+        raise ValueError(f"min_match_share is in (0, 1], not {min_match_share}")
+    if not cases:
+        return SmokeVerdict(False, 0, 0, min_match_share, (), ("no evaluated rows to replay",))
+    reasons: list[str] = []
+    wrong = sorted({c.served_version for c in cases if c.served_version not in (None, version)})
+    if wrong:
+        reasons.append(f"answered by version(s) {', '.join(wrong)}, not {version}")
+    errors = [c for c in cases if c.error is not None]
+    if errors:
+        reasons.append(f"{len(errors)} replayed request(s) failed (first: {errors[0].error})")
+    matched = sum(c.matched for c in cases)
+    share = matched / len(cases)
+    mismatched = tuple(c.row for c in cases if not c.matched)
+    observed = f"{matched}/{len(cases)} answers identical to the evaluated ones"
+    required = f"{min_match_share:.0%} required"
+    ok = share >= min_match_share and not wrong
+    if ok:
+        reasons.insert(0, f"{observed} ({required})")
+    else:
+        rows = ", ".join(str(r) for r in mismatched[:5]) + (" ..." if len(mismatched) > 5 else "")
+        reasons.insert(0, f"{observed} ({required}); differing rows: {rows or '-'}")
+    return SmokeVerdict(ok, len(cases), matched, min_match_share, mismatched, tuple(reasons))

@@ -9,7 +9,8 @@ rollout is in changes nothing, so a re-run after a crash repeats no effect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from prefect import task
@@ -18,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from tuneops import events
 from tuneops.append_only import utcnow
 from tuneops.errors import UserError
-from tuneops.registry.conventions import CHALLENGER, CHAMPION, TAG_EVAL_RUN_ID
+from tuneops.registry.conventions import CHALLENGER, CHAMPION
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote, rollback
@@ -28,11 +29,14 @@ from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.rollout.inputs import Price, arm_rows, summarize
 from tuneops.tasks.rollout.planning import policy_for
-from tuneops.tasks.rollout.rules import RolloutVerdict, Step, StepProgress, judge
+from tuneops.tasks.rollout.rules import RolloutVerdict, SmokeVerdict, Step, StepProgress, judge, judge_smoke
+from tuneops.tasks.rollout.smoke import replay_pinned, smoke_rows
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore
 
 ACTOR = "rollout"
 SOURCE = "rollout"
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8780/v1"  # ``tuneops serve gateway``'s default port
+GATEWAY_KEYS_ENV = "TUNEOPS_GATEWAY_API_KEYS"
 
 
 def _url(settings: TuneopsSettings) -> str:
@@ -193,15 +197,36 @@ def roll_back_challenger(settings: TuneopsSettings, record: RolloutRecord, reaso
     events.emit(events.ROLLOUT_ROLLED_BACK, record.model, reason, version=record.challenger_version)
 
 
-def evaluated_answers(settings: TuneopsSettings, model: str, version: str) -> list[tuple[str, str]]:
-    """(query, candidate response) of the evaluation that let ``version`` through its gate."""
-    store = RegistryStore(settings.tracking_uri or "", settings.artifact_root)
-    run_id = store.get_version(model, version).tags.get(TAG_EVAL_RUN_ID)
-    if not run_id:
-        raise UserError(f"version {version} of {model} has no {TAG_EVAL_RUN_ID} tag: nothing to replay")
-    table = store.load_json_artifact(run_id, "evaluation/rows.json")
-    if not table:
-        raise UserError(f"evaluation run {run_id} has no evaluation/rows.json to replay")
-    cols = table["columns"]
-    q, m, r = cols.index("query"), cols.index("model"), cols.index("response")
-    return [(row[q], row[r]) for row in table["data"] if row[m] == "candidate"]
+@dataclass(frozen=True)
+class GatewayAccess:
+    """Where the gateway answers (its ``/v1`` root) and the bearer key to send, if it asks for one."""
+
+    url: str = DEFAULT_GATEWAY_URL
+    api_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_environment(cls, url: str | None) -> GatewayAccess:
+        """``url`` (default: ``tuneops serve gateway``'s) and the first of ``TUNEOPS_GATEWAY_API_KEYS``."""
+        keys = [k.strip() for k in os.environ.get(GATEWAY_KEYS_ENV, "").split(",") if k.strip()]
+        return cls(url or DEFAULT_GATEWAY_URL, keys[0] if keys else None)
+
+
+@task(name="smoke-test-challenger", cache_policy=NO_CACHE)
+def smoke_test_challenger(
+    spec: Spec, settings: TuneopsSettings, record: RolloutRecord, gateway: GatewayAccess
+) -> SmokeVerdict:
+    """Replay evaluated rows through the gateway pinned to the challenger; judge the answers."""
+    version = record.challenger_version
+    try:
+        rows, full = smoke_rows(settings, record.model, version, spec.rollout.smoke_rows)
+    except UserError as exc:
+        return SmokeVerdict(False, 0, 0, 1.0, (), (exc.one_line(),))
+    cases = replay_pinned(
+        gateway.url, gateway.api_key, record.model, rows, temperature=spec.evaluation.temperature,
+        max_tokens=spec.evaluation.max_tokens, seed=spec.finetune.seed,
+    )  # fmt: skip
+    verdict = judge_smoke(cases, version=version)
+    if not full:
+        note = "test split out of reach: replayed the logged questions without their system prompt"
+        verdict = replace(verdict, reasons=(*verdict.reasons, note))
+    return verdict
