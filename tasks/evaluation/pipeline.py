@@ -22,6 +22,8 @@ from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
 from tuneops.tasks.evaluation.report import log_evaluation_run
 from tuneops.tasks.evaluation.rules import GateDecision, decide_promotion
+from tuneops.tasks.evaluation.safety.evaluate import SafetyEvaluation, evaluate_safety
+from tuneops.tasks.evaluation.safety.summary import safety_markdown
 from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, check_metrics, score_answers
 from tuneops.tasks.evaluation.stats import Interval
 from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
@@ -44,7 +46,9 @@ CANDIDATE_LABEL, BASE_LABEL, FEW_SHOT_LABEL, CHAMPION_LABEL = "candidate", "base
 class EvaluationResult:
     """What the evaluation found: per-model aggregates with intervals, comparisons, the decision.
 
-    ``comparisons[label][metric]`` is the paired interval of candidate - ``label``.
+    ``comparisons[label][metric]`` is the paired interval of candidate - ``label``; ``safety``
+    is the red-team/PII evaluation when the spec has ``evaluation.safety`` (its verdict is part
+    of ``decision``).
     """
 
     summaries: dict[str, ModelSummary]
@@ -54,6 +58,7 @@ class EvaluationResult:
     markdown: str
     mlflow_run_id: str | None = None
     skipped_metrics: dict[str, str] = field(default_factory=dict)
+    safety: SafetyEvaluation | None = None
 
     @property
     def passed(self) -> bool:
@@ -198,6 +203,11 @@ def evaluate_candidate(
         )
         for model in models
     ]
+    safety = None
+    if config.safety is not None:
+        safety = evaluate_safety(
+            spec, settings, candidate, base, examples, answers, show_progress=show_progress
+        )
     return _score_and_decide(
         spec,
         settings,
@@ -207,6 +217,7 @@ def evaluate_candidate(
         Path(test_split),
         log_to_mlflow=log_to_mlflow,
         extra_tags=extra_tags,
+        safety=safety,
     )
 
 
@@ -220,6 +231,7 @@ def _score_and_decide(
     *,
     log_to_mlflow: bool,
     extra_tags: dict[str, str] | None,
+    safety: SafetyEvaluation | None = None,
 ) -> EvaluationResult:
     config = spec.evaluation
     fmt = config.format
@@ -265,9 +277,15 @@ def _score_and_decide(
         max_latency_p95_ms=config.max_latency_p95_ms,
         max_cost_per_1k_requests_usd=config.max_cost_per_1k_requests_usd,
     )
+    if safety is not None:
+        decision = decision.with_safety(safety.decision)
     ordered = [summaries[a.label] for a in answers]
     markdown = markdown_table(ordered, comparisons, cand_label, config.confidence)
     markdown = f"### Evaluation of `{spec.model.name}`: {decision.summary()}\n\n{markdown}"
+    if safety is not None and config.safety is not None:
+        markdown += "\n\n" + safety_markdown(
+            safety, cand_label, answers[1].label, dict(config.safety.ceilings)
+        )
     if rows.skipped:
         markdown += "\n\nSkipped metrics: " + "; ".join(f"{m} ({why})" for m, why in rows.skipped.items())
     run_id = None
@@ -289,5 +307,8 @@ def _score_and_decide(
             split_sha256=hashlib.sha256(test_split.read_bytes()).hexdigest(),
             markdown=markdown,
             extra_tags=extra_tags,
+            safety=safety,
         )
-    return EvaluationResult(summaries, comparisons, decision, digest, markdown, run_id, dict(rows.skipped))
+    return EvaluationResult(
+        summaries, comparisons, decision, digest, markdown, run_id, dict(rows.skipped), safety
+    )

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tuneops.tasks.evaluation.rules import GateDecision
+from tuneops.tasks.evaluation.safety.evaluate import SafetyEvaluation
+from tuneops.tasks.evaluation.safety.summary import safety_metrics, safety_rows
 from tuneops.tasks.evaluation.summary import Comparisons
 from tuneops.tasks.evaluation.types import GenerationSettings, ModelAnswers, ModelSummary, TestExample
 
@@ -117,12 +119,15 @@ def log_evaluation_run(
     split_sha256: str,
     markdown: str,
     extra_tags: dict[str, str] | None = None,
+    safety: SafetyEvaluation | None = None,
 ) -> str:
     """Create the evaluation run and log everything to it; returns the run id.
 
     The test split is logged as a run input the way the fine-tune run logs its splits (name,
     source URI, digest = the split's sha256 cut to MLflow's 36 characters, context ``test``), so
-    ``search_runs("dataset.digest = ...")`` finds evaluations as well as fine-tunes.
+    ``search_runs("dataset.digest = ...")`` finds evaluations as well as fine-tunes. With
+    ``safety``, its rates and paired differences are metrics (``safety.*``), the verdict a tag
+    (``tuneops.safety_gate``) and every red-team answer a table (``evaluation/safety_rows.json``).
 
     Raises:
         RegistryError: MLflow could not be written to.
@@ -146,6 +151,11 @@ def log_evaluation_run(
     metric_rows["gate.passed"] = 1.0 if decision.passed else 0.0
     for a in answers:  # wall time spent answering now (0 when the answers came from the cache)
         metric_rows[f"{a.label}.generation_seconds"] = round(a.wall_seconds, 3)
+    if safety is not None:
+        metric_rows.update(safety_metrics(safety, candidate, answers[1].label))
+        tags["tuneops.safety_gate"] = "passed" if safety.decision.passed else "failed"
+        params["safety.red_team_prompts"] = str(len(safety.prompts))
+        params["safety.canaries"] = str(safety.canaries)
     tracker.log_batch(run_id, params=params, metrics=[MetricPoint(k, v) for k, v in metric_rows.items()])
     test_split = DatasetLink(
         split="test",
@@ -160,9 +170,15 @@ def log_evaluation_run(
     tracker.log_figure(run_id, comparison_figure(summaries), "evaluation/comparison.png")
     tracker.log_dict(run_id, decision.to_dict(), "evaluation/decision.json")
     tracker.log_text(run_id, markdown, "evaluation/summary.md")
-    tracker.log_batch(run_id, tags={"tuneops.dataset_digest": dataset_digest})
+    if safety is not None:
+        tracker.log_table(run_id, safety_rows(safety), "evaluation/safety_rows.json")
+    tracker.log_batch(run_id, tags={"tuneops.dataset_digest": dataset_digest, **_safety_tags(tags)})
     tracker.finish_run(run_id)
     return run_id
+
+
+def _safety_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k == "tuneops.safety_gate"}
 
 
 def settings_params(settings: GenerationSettings) -> dict[str, str]:
