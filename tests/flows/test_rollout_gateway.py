@@ -284,3 +284,68 @@ def test_blue_green_refuses_to_switch_to_a_deployment_that_answers_differently(
         ledger = Ledger.open(live.state_url)
         assert not [e for e in ledger.history(MODEL) if e.actor == "rollout"]  # no alias moved
         ledger.close()
+
+
+# --- canary under steady load through the gateway --------------------------------------------
+
+
+def test_a_good_challenger_goes_5_25_50_100_and_users_keep_their_arm(
+    prefect_harness: None, tmp_path: Path, mlflow_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneops.flows.rollout import rollout
+
+    with live_project(tmp_path, mlflow_store, monkeypatch, strategy="canary", challenger={}) as live:
+        with Load(live.gateway_url) as load:
+            outcome = rollout(spec_path=str(live.spec), gateway_url=live.gateway_url)
+        assert outcome.status == "promoted", outcome.reason
+        assert load.errors == []
+        steps = steps_of(live.state_url, outcome.rollout_id)
+        assert [s.weight for s in steps if s.action == "enter"] == [2500, 5000, 10000]
+        assert [s.action for s in steps if s.verdict][-1] == "proceed"
+        aliases = live.store.aliases(MODEL)
+        assert aliases[CHAMPION] == "2" and aliases[PREVIOUS] == "1" and CHALLENGER not in aliases
+        ledger = Ledger.open(live.state_url)
+        moves = [e for e in ledger.history(MODEL) if e.actor == "rollout"]
+        ledger.close()
+        assert {(e.alias, e.to_version) for e in moves} >= {(CHAMPION, "2"), (PREVIOUS, "1")}
+        assert all(f"rollout {outcome.rollout_id}" in e.reason for e in moves)
+        promoted_at = min(e.at for e in moves if e.alias == CHAMPION)
+        # Sticky users, from the request log: once served by the challenger, never back to the champion.
+        arms: dict[str, list[str]] = {}
+        for r in live.rows():
+            if r.role == "answer" and r.at < promoted_at:
+                arms.setdefault(r.user_key_hash or "", []).append(r.arm)
+        movers = [a for a in arms.values() if "challenger" in a]
+        assert len(movers) >= 20  # the challenger's share grew over many users
+        for seq in movers:
+            assert "champion" not in seq[seq.index("challenger") :], "a challenger user went back"
+        seen_both_steps = [a for a in movers if a.index("challenger") > 0]
+        assert seen_both_steps, "some users moved to the challenger as its weight rose"
+
+
+def test_a_failing_challenger_is_rolled_back_at_the_first_look_past_the_minimum_sample(
+    prefect_harness: None, tmp_path: Path, mlflow_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneops.flows.rollout import rollout
+
+    faults = {"share_500": 0.8, "seed": 7}
+    with live_project(tmp_path, mlflow_store, monkeypatch, strategy="canary", challenger=faults) as live:
+        with Load(live.gateway_url) as load:
+            outcome = rollout(spec_path=str(live.spec), gateway_url=live.gateway_url)
+        assert outcome.status == "rolled-back" and "error_rate" in outcome.reason
+        assert load.errors == []  # every failed challenger attempt was answered by the champion
+        judged = [s for s in steps_of(live.state_url, outcome.rollout_id) if s.verdict]
+        assert judged[-1].action == "rollback" and judged[-1].weight == 500
+        enough = [
+            s for s in judged
+            if next(c for c in s.verdict["checks"] if c["metric"] == "error_rate")["challenger_samples"] >= 20
+        ]  # fmt: skip
+        looks_after_minimum = len(judged) - 1 - judged.index(enough[0])
+        assert looks_after_minimum <= 1, "rolled back within one analysis interval after the minimum sample"
+        assert all(s.action == "wait" for s in judged[:-1])
+        assert RoutingState.open(live.state_url).get(MODEL).weight == 0
+        assert live.store.aliases(MODEL)[CHAMPION] == "1"
+        rows = live.rows()
+        champion_answers = [r for r in rows if r.arm == "champion" and r.role == "answer"]
+        assert champion_answers and all(r.status_code == 200 for r in champion_answers)
+        assert any(r.role == "failover" and r.version == "2" for r in rows)
