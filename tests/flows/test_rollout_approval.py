@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.flows.test_rollout import MODEL, Traffic, _settings, project  # noqa: F401  (fixture)
+from tests.flows import test_rollout as simulated
+from tests.flows.test_rollout import MODEL, Traffic, _settings
 from tuneops.registry.conventions import CHAMPION
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
@@ -26,6 +27,7 @@ from tuneops.routing_state import RoutingState
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore
 
 pytestmark = pytest.mark.slow
+project = simulated.project  # the fixture: claims-bot v1 champion, v2 challenger, a canary spec
 APPROVAL = "  approval: required\n  approval_timeout_seconds: {timeout}\n"
 
 
@@ -102,7 +104,7 @@ def champion(spec: Path) -> str:
 
 
 def test_paused_until_approved_from_the_cli(
-    prefect_harness: None, project: tuple[Path, str], capsys: pytest.CaptureFixture[str],  # noqa: F811
+    prefect_harness: None, project: tuple[Path, str], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     spec, state = approval_project(project)
@@ -129,7 +131,7 @@ def test_paused_until_approved_from_the_cli(
 
 def test_the_ui_forms_input_through_prefects_api_is_accepted(
     prefect_harness: None,
-    project: tuple[Path, str],  # noqa: F811
+    project: tuple[Path, str],
 ) -> None:
     from prefect.flow_runs import resume_flow_run
 
@@ -143,7 +145,7 @@ def test_the_ui_forms_input_through_prefects_api_is_accepted(
 
 
 def test_rejection_from_the_cli_rolls_back(
-    prefect_harness: None, project: tuple[Path, str], capsys: pytest.CaptureFixture[str],  # noqa: F811
+    prefect_harness: None, project: tuple[Path, str], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     spec, state = approval_project(project)
@@ -159,7 +161,7 @@ def test_rejection_from_the_cli_rolls_back(
     assert RoutingState.open(state).get(MODEL).weight == 0
 
 
-def test_no_answer_before_the_timeout_aborts(prefect_harness: None, project: tuple[Path, str]) -> None:  # noqa: F811
+def test_no_answer_before_the_timeout_aborts(prefect_harness: None, project: tuple[Path, str]) -> None:
     spec, state = approval_project(project, timeout=2)
     with Traffic(state, challenger_error_rate=0.0):
         outcome = FlowThread(spec_path=str(spec)).join()
