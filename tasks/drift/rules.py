@@ -149,15 +149,21 @@ def decide_drift(
     window_end: datetime | None = None,
 ) -> DriftVerdict:
     """Judge one window's measurements against ``config`` (the spec's ``monitoring:``)."""
-    common = {"model": model, "version": version, "window_start": window_start, "window_end": window_end}
-    if measured.requests < config.min_requests:
+
+    def verdict(status: Status, signals: tuple[SignalOutcome, ...]) -> DriftVerdict:
         return DriftVerdict(
-            status="insufficient_traffic",
+            model=model,
+            version=version,
+            status=status,
             requests=measured.requests,
             min_requests=config.min_requests,
-            signals=(),
-            **common,
+            signals=signals,
+            window_start=window_start,
+            window_end=window_end,
         )
+
+    if measured.requests < config.min_requests:
+        return verdict("insufficient_traffic", ())
     signals = (
         _embedding(measured, config),
         _psi(measured, config),
@@ -169,14 +175,7 @@ def decide_drift(
         _feedback(measured, config),
         _low_confidence(measured, config),
     )
-    status: Status = "drifted" if any(s.drifted for s in signals) else "no_drift"
-    return DriftVerdict(
-        status=status,
-        requests=measured.requests,
-        min_requests=config.min_requests,
-        signals=signals,
-        **common,
-    )
+    return verdict("drifted" if any(s.drifted for s in signals) else "no_drift", signals)
 
 
 def _not_measured(name: str, measured: Measurements, default: str) -> SignalOutcome:
