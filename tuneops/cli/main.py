@@ -27,6 +27,8 @@ from tuneops.cli import (
     run,
     serve,
     setup,
+    traffic,
+    up,
 )
 from tuneops.cli.common import err_console
 from tuneops.errors import TuneopsError
@@ -62,7 +64,21 @@ def _root(
     """MLOps for fine-tuned LLMs."""
 
 
-for module in (project, setup, data, serve, finetune, evaluate, registry, run, monitor, rollout, deploy):
+for module in (
+    project,
+    setup,
+    data,
+    serve,
+    finetune,
+    evaluate,
+    registry,
+    run,
+    monitor,
+    rollout,
+    deploy,
+    traffic,
+    up,
+):
     module.register(app)
 
 
