@@ -115,6 +115,42 @@ class SystemPromptConfig(_Section):
         return self
 
 
+class SynthesizeConfig(_Section):
+    """``tuneops data synthesize``: a teacher model writes new examples from seed rows.
+
+    The teacher is any OpenAI-compatible endpoint (``teacher_base_url`` unset: the spec's
+    provider; ``teacher_model`` unset: the base model, which is what works offline). Candidates
+    whose embedding is within ``similarity_threshold`` cosine of existing data, of the queue or of
+    each other are dropped; the rest wait in review queue ``queue``. Accepted rows are exported
+    to ``output`` (relative to the project), which ``data.train`` may point at.
+    """
+
+    teacher_base_url: str | None = None
+    teacher_model: str | None = None
+    examples_per_call: Annotated[int, Field(ge=1, le=20)] = 5
+    seeds_per_call: Annotated[int, Field(ge=1, le=20)] = 3
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.9
+    max_tokens: Annotated[int, Field(ge=16)] = 1024
+    similarity_threshold: Annotated[float, Field(gt=0, le=1)] = 0.92
+    queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "synthetic"
+    output: Path = Path("data/reviewed/synthetic.jsonl")
+
+
+class HarvestConfig(_Section):
+    """``tuneops data harvest``: served requests with good feedback become review candidates.
+
+    Only answered requests whose text was captured, whose feedback score is at least
+    ``min_feedback`` and (with ``require_format_ok``) whose answer passed the format check, from
+    the last ``window_hours``; PII is redacted before anything is queued.
+    """
+
+    min_feedback: Annotated[float, Field(ge=0, le=1)] = 0.8
+    require_format_ok: bool = True
+    window_hours: Annotated[int, Field(ge=1)] = 168
+    queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "harvest"
+    output: Path = Path("data/reviewed/harvest.jsonl")
+
+
 class DataConfig(_Section):
     """Where the chat JSONL files are, relative to the spec file."""
 
@@ -125,6 +161,8 @@ class DataConfig(_Section):
     split: SplitConfig = SplitConfig()
     system_prompt: SystemPromptConfig = SystemPromptConfig()
     max_tokens_per_example: Annotated[int, Field(gt=0)] = 65_536
+    synthesize: SynthesizeConfig = SynthesizeConfig()
+    harvest: HarvestConfig = HarvestConfig()
 
 
 class HyperparametersConfig(_Section):

@@ -162,7 +162,7 @@ def minhash_signatures(
 ) -> NDArray[np.uint64]:
     """``(len(sets), num_perm)`` MinHash signatures (universal hashing mod a Mersenne prime).
 
-    An empty set gets a signature of its own (all max), which collides with nothing.
+    Empty sets all get the same signature (all max); ``lsh_duplicates`` never matches them.
     """
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 1 << 61, size=num_perm, dtype=np.uint64)
@@ -236,7 +236,7 @@ def lsh_duplicates(
     for j, i in candidates.tolist():
         if j in best and best[j] <= i:
             continue
-        if _jaccard(everything[j], everything[i]) >= threshold:
+        if everything[j] and _jaccard(everything[j], everything[i]) >= threshold:
             best[j] = i
     out: list[Match] = []
     for j in range(len(new)):
