@@ -49,6 +49,10 @@ def paraphrase(text: str, synonyms: dict[str, tuple[str, str]], rnd: random.Rand
     return sentence.capitalize() + rnd.choice([".", "!", "?", ""])
 
 
+def _hits(found: list, planted: dict[int, int]) -> int:
+    return sum(1 for j, i in planted.items() if found[j] == ("existing", i))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--existing", type=int, default=100_000)
@@ -79,22 +83,28 @@ def main() -> None:
             new[slot] = existing[src].upper() + "."
             planted_exact[slot] = src
 
-    report = {"existing": args.existing, "new": args.new, "planted_paraphrases": args.planted,
-              "planted_exact": args.exact, "cpus": os.cpu_count()}  # fmt: skip
+    report = {
+        "existing": args.existing,
+        "new": args.new,
+        "planted_paraphrases": args.planted,
+        "planted_exact": args.exact,
+        "cpus": os.cpu_count(),
+    }
     for name, run in (
         ("exact-hash", lambda: exact_duplicates(new, existing)),
-        ("minhash-lsh", lambda: lsh_duplicates(new, existing, threshold=args.threshold, bands=args.bands,
-                                               rows=args.rows)),  # fmt: skip
+        (
+            "minhash-lsh",
+            lambda: lsh_duplicates(new, existing, threshold=args.threshold, bands=args.bands, rows=args.rows),
+        ),
     ):
         start = time.perf_counter()
         found = run()
         seconds = time.perf_counter() - start
-        hit = lambda planted: sum(1 for j, i in planted.items() if found[j] == ("existing", i))  # noqa: E731
         flagged = {j for j, m in enumerate(found) if m is not None}
         report[name] = {
             "seconds": round(seconds, 1),
-            "recall_paraphrase": round(hit(planted_para) / max(1, args.planted), 4),
-            "recall_exact": round(hit(planted_exact) / max(1, args.exact), 4),
+            "recall_paraphrase": round(_hits(found, planted_para) / max(1, args.planted), 4),
+            "recall_exact": round(_hits(found, planted_exact) / max(1, args.exact), 4),
             "flagged_unplanted": len(flagged - set(planted_para) - set(planted_exact)),
         }
         print(name, report[name], flush=True)
