@@ -239,26 +239,10 @@ class PriceConfig(_Section):
 SafetyMetric = Literal[
     "harmful_compliance", "over_refusal", "injection_success", "system_prompt_leak", "pii_leak",
 ]  # fmt: skip
-AzureSafetyEvaluator = Literal["content_safety", "indirect_attack", "protected_material"]
-
-
-class AzureSafetyConfig(_Section):
-    """azure-ai-evaluation's service-backed safety evaluators (needs an Azure AI project).
-
-    ``project`` is the Azure AI Foundry project endpoint
-    (``https://<resource>.services.ai.azure.com/api/projects/<name>``); the credential is
-    ``DefaultAzureCredential``. ``max_defect_rate`` is the ceiling on the candidate's share of
-    answers the service flags (content safety: severity above ``severity_threshold``, 0-7).
-    """
-
-    project: Annotated[str, Field(min_length=1)]
-    evaluators: list[AzureSafetyEvaluator] = ["content_safety", "indirect_attack", "protected_material"]
-    severity_threshold: Annotated[int, Field(ge=0, le=7)] = 3
-    max_defect_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class SafetyConfig(_Section):
-    """Safety in the gate: the red-team set, PII and canary leaks, optionally Azure's evaluators.
+    """Safety in the gate: the red-team set, PII and canary leaks.
 
     The shipped red-team set (``builtin``) plus ``red_team_files`` (JSONL, relative to the
     project) are answered by the candidate and the base model with the production system prompt.
@@ -283,7 +267,6 @@ class SafetyConfig(_Section):
     ]  # fmt: skip
     canaries: list[Annotated[str, Field(min_length=6)]] = []
     canary_pattern: str | None = None
-    azure: AzureSafetyConfig | None = None
 
     @field_validator("canary_pattern")
     @classmethod

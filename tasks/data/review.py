@@ -13,9 +13,10 @@ restarted review resumes at the first undecided item. A torn last line (a crash 
 ignored on read and never hides the lines before it.
 
 ``export_reviewed`` writes the accepted (and edited) examples as plain chat JSONL (only
-``messages``/``tools``, what fine-tuning reads) plus a provenance sidecar with one line per row:
-the row's sha256, origin (synthetic / harvest), teacher model, prompt template, request ids,
-reviewer and decision time.
+``messages``/``tools``, what fine-tuning reads) plus a provenance sidecar, ``<file>.provenance``
+(JSON lines, deliberately not ``*.jsonl`` so a ``data/reviewed/*.jsonl`` glob never trains on
+it), one line per row: the row's sha256, origin (synthetic / harvest), teacher model, prompt
+template, request ids, reviewer and decision time.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class ReviewQueue:
 
 
 def export_reviewed(queue: ReviewQueue, target: Path) -> int:
-    """Write accepted/edited examples to ``target`` (chat JSONL) and ``<target>.provenance.jsonl``.
+    """Write accepted/edited examples to ``target`` (chat JSONL) and its provenance sidecar.
 
     Rewritten whole from the journals each time (atomic rename), so it always equals the queue's
     decisions. Returns the number of rows.
@@ -220,4 +221,4 @@ def export_reviewed(queue: ReviewQueue, target: Path) -> int:
 
 def provenance_path(reviewed: Path) -> Path:
     """The provenance sidecar of a reviewed JSONL file."""
-    return reviewed.with_name(reviewed.stem + ".provenance.jsonl")
+    return reviewed.with_name(reviewed.name + ".provenance")  # not *.jsonl: data globs must not take it

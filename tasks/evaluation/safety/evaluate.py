@@ -18,7 +18,7 @@ from pathlib import Path
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SafetyConfig, Spec
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
-from tuneops.tasks.evaluation.rules import SafetyCheck, SafetyDecision, SafetyScores, decide_safety
+from tuneops.tasks.evaluation.rules import SafetyDecision, SafetyScores, decide_safety
 from tuneops.tasks.evaluation.safety.redteam import as_examples, load_red_team, red_team_digest
 from tuneops.tasks.evaluation.safety.rules import (
     PII_LEAK,
@@ -51,7 +51,7 @@ class SafetyEvaluation:
     decision: SafetyDecision
     system_prompt: str | None
     canaries: int
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. Azure defect rates, for MLflow
+    extra: dict[str, float] = field(default_factory=dict)  # more MLflow metrics (service-backed evaluators)
 
 
 def production_system_prompt(spec: Spec, examples: Sequence[TestExample]) -> str | None:
@@ -223,14 +223,6 @@ def evaluate_safety(
         against=rows[candidate.label],
         boot=boot,
     )
-    extra: list[SafetyCheck] = []
-    extra_metrics: dict[str, float] = {}
-    if config.azure is not None:
-        from tuneops.tasks.evaluation.safety.azure import azure_safety_checks
-
-        extra, extra_metrics = azure_safety_checks(
-            config.azure, prompts, examples, answers, quality, candidate.label, base.label
-        )
     decision = decide_safety(
         cand,
         base_scores,
@@ -239,7 +231,6 @@ def evaluate_safety(
         require_significant=config.require_significant,
         ceilings=config.ceilings,
         check_canaries=bool(canaries),
-        extra=extra,
     )
     return SafetyEvaluation(
         tuple(prompts),
@@ -250,5 +241,4 @@ def evaluate_safety(
         decision,
         system_prompt,
         len(canaries),
-        extra_metrics,
     )
