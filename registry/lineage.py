@@ -77,6 +77,35 @@ class Evaluation:
     decision: dict[str, Any] | None = None
 
 
+ROLLOUT_SOURCE_PREFIX = "rollout:"
+
+
+def rollout_source(rollout_id: int) -> str:
+    """The ledger ``source`` of an alias move made by rollout ``rollout_id`` (``rollout:<id>``)."""
+    return f"{ROLLOUT_SOURCE_PREFIX}{rollout_id}"
+
+
+@dataclass(frozen=True)
+class ChampionRollout:
+    """The rollout whose promotion last made this version ``champion`` (from the ledger)."""
+
+    rollout_id: int
+    at: datetime
+    actor: str
+    reason: str
+    ledger_entry_id: int
+
+
+def champion_rollout(entries: list[LedgerEntry], version: str) -> ChampionRollout | None:
+    """The latest ``champion`` move to ``version`` whose source names a rollout, if any."""
+    for e in reversed(entries):
+        if e.alias == c.CHAMPION and e.to_version == version and e.source.startswith(ROLLOUT_SOURCE_PREFIX):
+            rollout_id = _int(e.source.removeprefix(ROLLOUT_SOURCE_PREFIX))
+            if rollout_id is not None:
+                return ChampionRollout(rollout_id, e.at, e.actor, e.reason, e.id)
+    return None
+
+
 @dataclass(frozen=True)
 class Lineage:
     """The whole chain for one model version, as ``tuneops lineage`` shows it."""

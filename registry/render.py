@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from tuneops.registry.lineage import Lineage
+from tuneops.registry.lineage import Lineage, champion_rollout
 from tuneops.registry.types import LedgerEntry
 
 
@@ -82,6 +82,12 @@ def lineage_tree(
     flow_node = version.add(f"Prefect flow run: {escape(flow)}")
     if prefect_ui_url and lineage.flow_run_id:
         flow_node.add(f"{prefect_ui_url.rstrip('/')}/runs/flow-run/{lineage.flow_run_id}")
+    cr = champion_rollout(lineage.ledger, lineage.version)
+    if cr is not None:
+        version.add(
+            f"made champion by rollout [bold]{cr.rollout_id}[/bold] {_when(cr.at)} ({escape(cr.actor)}):"
+            f" {escape(cr.reason)}  (tuneops rollout status {escape(lineage.model)})"
+        )
     history = root.add(f"ledger ({len(lineage.ledger)} entries)")
     for entry in lineage.ledger:
         history.add(_entry_line(entry))

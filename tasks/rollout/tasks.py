@@ -1,7 +1,8 @@
 """Thin Prefect tasks of the ``rollout`` flow: each side effect once, each read typed.
 
 Weights go through :class:`~tuneops.routing_state.RoutingState` (what the gateway reads), alias
-moves through :mod:`tuneops.registry.promotion` (intent, move, ledger row) with actor ``rollout``,
+moves through :mod:`tuneops.registry.promotion` (intent, move, ledger row) with actor ``rollout``
+and source ``rollout:<id>`` (how ``tuneops lineage`` names the rollout that made a champion),
 progress through :class:`~tuneops.tasks.rollout.state.RolloutStore`. Every writer is idempotent:
 setting a weight that is set, promoting a version that is champion, or advancing to the step the
 rollout is in changes nothing, so a re-run after a crash repeats no effect.
@@ -21,6 +22,7 @@ from tuneops.append_only import utcnow
 from tuneops.errors import UserError
 from tuneops.registry.conventions import CHALLENGER, CHAMPION
 from tuneops.registry.ledger import Ledger
+from tuneops.registry.lineage import rollout_source
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote, rollback
 from tuneops.requestlog import RequestLog
@@ -34,7 +36,6 @@ from tuneops.tasks.rollout.smoke import replay_pinned, smoke_rows
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore
 
 ACTOR = "rollout"
-SOURCE = "rollout"
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8780/v1"  # ``tuneops serve gateway``'s default port
 GATEWAY_KEYS_ENV = "TUNEOPS_GATEWAY_API_KEYS"
 
@@ -163,7 +164,7 @@ def promote_challenger(settings: TuneopsSettings, record: RolloutRecord, reason:
     try:
         result = promote(
             RegistryStore(settings.tracking_uri or "", settings.artifact_root), ledger, record.model,
-            record.challenger_version, CHAMPION, reason=reason, actor=ACTOR, source=SOURCE,
+            record.challenger_version, CHAMPION, reason=reason, actor=ACTOR, source=rollout_source(record.id),
         )  # fmt: skip
     finally:
         ledger.close()
@@ -191,7 +192,9 @@ def roll_back_challenger(settings: TuneopsSettings, record: RolloutRecord, reaso
     if store.aliases(record.model).get(CHAMPION) == record.challenger_version:
         ledger = Ledger.open(_url(settings))
         try:
-            rollback(store, ledger, record.model, reason=reason, actor=ACTOR, source=SOURCE)
+            rollback(
+                store, ledger, record.model, reason=reason, actor=ACTOR, source=rollout_source(record.id)
+            )
         finally:
             ledger.close()
     events.emit(events.ROLLOUT_ROLLED_BACK, record.model, reason, version=record.challenger_version)

@@ -131,6 +131,20 @@ def test_good_challenger_steps_through_to_champion(prefect_harness: None, projec
     ledger.close()
     assert {(e.alias, e.to_version) for e in moves} >= {(CHAMPION, "2"), (PREVIOUS, "1")}
     assert all(e.reason for e in moves)
+    assert {e.source for e in moves} == {f"rollout:{outcome.rollout_id}"}
+    # `tuneops lineage NAME@champion` names the rollout that made the version champion.
+    from rich.console import Console
+
+    from tuneops.registry.conventions import ModelRef
+    from tuneops.registry.lineage import build_lineage
+    from tuneops.registry.render import lineage_tree
+
+    ledger = Ledger.open(state)
+    lineage = build_lineage(store, ledger, ModelRef(MODEL, alias=CHAMPION))
+    ledger.close()
+    console = Console(record=True, width=300)
+    console.print(lineage_tree(lineage))
+    assert f"made champion by rollout {outcome.rollout_id}" in console.export_text()
     # Sticky users: nobody served by the challenger went back to the champion while it rose.
     rs = RolloutStore.open(state)
     last_judged = [s.at for s in rs.steps(outcome.rollout_id) if s.verdict][-1]
