@@ -44,7 +44,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``tuneops data ...`` to the root app."""
+    """Add ``tuneops data ...`` to the root app (synthesize, review and harvest included)."""
+    from tuneops.cli.review import register as register_review
+
+    register_review(data_app)
     app.add_typer(data_app, name="data")
 
 
