@@ -91,6 +91,7 @@ class Gateway:
         self._client: httpx.AsyncClient | None = None
         self._wake: asyncio.Event | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._stopping = False
         options = ChatOptions(config.serving.capture_text, config.answer_format)
         self.chat = ChatCompletions(self.tables, writer, self.metrics, self.client, options)
 
@@ -105,11 +106,13 @@ class Gateway:
         """Open the upstream client, load the routing once, start the refresher."""
         self._client = make_client(self.config.serving.upstream_timeout_seconds, self._transport)
         self._wake = asyncio.Event()
+        self._stopping = False
         await self._refresh()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="gateway-routing-refresh")
 
     async def stop(self) -> None:
         """Stop refreshing, let shadow copies finish, close the upstream client."""
+        self._stopping = True
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,9 +135,13 @@ class Gateway:
 
     async def _refresh_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that races the event
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.serving.refresh_seconds)
+                async with asyncio.timeout(self.config.serving.refresh_seconds):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self._refresh()

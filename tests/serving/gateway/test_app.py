@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,3 +231,37 @@ def test_metrics_count_requests_per_model_version_and_arm(served: tuple[Harness,
         'tuneops_gateway_tokens_total{arm="champion",kind="completion",model="claims-triage",version="1"}'
         in text
     )
+
+
+def test_capture_off_keeps_sizes_not_texts_and_a_webhook_refreshes(
+    gateway_factory: Callable[..., Harness],
+) -> None:
+    from tests.serving.gateway.conftest import run
+    from tuneops.registry.webhooks import signature
+    from tuneops.spec import ServingConfig
+
+    harness = gateway_factory(serving=ServingConfig(capture_text=False), webhook_secret="hook-secret")
+
+    async def scenario() -> None:
+        async with harness.running(), harness.asgi_client() as client:
+            reply = await client.post("/chat/completions", json={"model": MODEL, "messages": QUESTION})
+            assert reply.status_code == 200
+            body = b'{"entity": "model_version_alias", "action": "created", "data": {}}'
+            headers = {
+                "X-MLflow-Delivery-Id": "d1",
+                "X-MLflow-Timestamp": str(int(time.time())),
+                "X-MLflow-Signature": signature("hook-secret", "d1", str(int(time.time())), body),
+            }
+            hook = await client.post("http://gateway/mlflow-webhook", content=body, headers=headers)
+            assert hook.status_code == 200, hook.text
+            forged = await client.post(
+                "http://gateway/mlflow-webhook",
+                content=body,
+                headers={**headers, "X-MLflow-Signature": "v1,x"},
+            )
+            assert forged.status_code == 401
+
+    run(scenario())
+    (row,) = [r for r in harness.answers() if r.role == "answer"]
+    assert row.prompt_text is None and row.response_text is None
+    assert row.prompt_chars == len(QUESTION[0]["content"]) and row.response_chars > 0
