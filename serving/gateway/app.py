@@ -127,7 +127,7 @@ class Gateway:
             self._wake.set()
 
     async def _refresh(self) -> list[str]:
-        changed = await asyncio.to_thread(self.tables.refresh)
+        changed: list[str] = await asyncio.to_thread(self.tables.refresh)
         self.metrics.refresh_failures.set(self.tables.refresh_failures)
         if self.tables.refreshed_at is not None:
             self.metrics.refreshed_at.set(self.tables.refreshed_at)

@@ -125,4 +125,4 @@ class RoutingTables:
                 model, table.champion, table.challenger, actor=OBSERVED_ACTOR, reason=OBSERVED_REASON
             )
             self._recorded[model] = aliases
-        return previous != table
+        return bool(previous != table)

@@ -215,7 +215,8 @@ async def _next_event(lines: AsyncIterator[str]) -> dict[str, Any] | None:
 
 async def open_stream(client: httpx.AsyncClient, upstream: Upstream, body: dict[str, Any]) -> UpstreamStream:
     """Start a streaming completion and wait for its first event (usage always requested)."""
-    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    given = body.get("stream_options")
+    options: dict[str, Any] = given if isinstance(given, dict) else {}
     payload = orjson.dumps(
         {**body, "model": upstream.endpoint_model, "stream_options": {**options, "include_usage": True}}
     )
