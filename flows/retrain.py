@@ -43,6 +43,7 @@ from tuneops.tasks.finetune.submit import cost_of
 from tuneops.tasks.finetune.tasks import (
     inference_target,
     open_finetune_run,
+    retire_deployments,
     submit_finetune,
     wait_for_finetune,
 )
@@ -106,6 +107,8 @@ def retrain(
         if owed:  # the run that registered it was stopped before moving the alias
             resumed = f"{reason}; finished after an interrupted run"
             _set_challenger(spec.model.name, already.version, settings, resumed)
+        if already.gate == "failed":  # its deployment may have outlived an interrupted run
+            retire_deployments(spec, settings)
         return RetrainOutcome(
             dataset=dataset,
             job=job,
@@ -153,6 +156,7 @@ def retrain(
         challenger_set = True
     else:
         log.warning("gate failed for %s: %s", target.model, evaluation.decision.summary())
+    retire_deployments(spec, settings)  # Azure bills deployments hourly: drop the failed and the idle
     return RetrainOutcome(
         dataset=dataset,
         job=job,

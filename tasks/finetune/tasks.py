@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.errors import FineTuneFailedError
+from tuneops.providers import resolve_endpoint
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
@@ -180,7 +181,7 @@ def retire_deployments_for(
 
     name = spec.model.name
     config = spec.provider
-    if config.kind != "azure-openai":
+    if resolve_endpoint(config, settings).client_kind != "azure":  # only Azure bills deployments
         return RetirementReport(name)
     keep = config.keep_deployments if keep is None else keep
     chosen = _provider(spec, settings, provider)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from tuneops.errors import TuneopsError
-from tuneops.providers import is_local_provider
+from tuneops.providers import resolve_endpoint
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SPEC_FILE_NAME, Spec, load_spec
 
@@ -97,15 +97,15 @@ def one_line_errors() -> Iterator[None]:
 @contextlib.contextmanager
 def provider_running(project: Project) -> Iterator[None]:
     """For the local provider, run tuneops' service for the block when nothing answers at its URL."""
-    config = project.spec.provider
-    if not is_local_provider(config):
+    endpoint = resolve_endpoint(project.spec.provider, project.settings)
+    if not endpoint.is_local:
         yield
         return
     from tuneops.serving.local.launcher import answers_openai, running_service
 
-    if not answers_openai(config.base_url):
-        err_console.print(f"[dim]starting the local tuning service at {config.base_url}[/dim]")
-    with running_service(project.settings, config.base_url):
+    if not answers_openai(endpoint.base_url, endpoint.api_key):
+        err_console.print(f"[dim]starting the local tuning service at {endpoint.base_url}[/dim]")
+    with running_service(project.settings, endpoint.base_url):
         yield
 
 
