@@ -20,10 +20,11 @@ from jsonschema import Draft202012Validator
 
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, local_service, tiny_test_model  # noqa: F401
+from tuneops.testing.reference import OPENAI_OPENAPI
 
 pytestmark = pytest.mark.slow
 REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
 )
 
 

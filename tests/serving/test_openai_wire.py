@@ -34,9 +34,10 @@ from tuneops.serving.openai_wire import (
     sse_stream,
     unknown_url,
 )
+from tuneops.testing.reference import OPENAI_OPENAPI
 
 REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
 )
 
 

@@ -23,9 +23,10 @@ from jsonschema import Draft202012Validator
 
 from tests.serving.gateway.conftest import MODEL, Harness
 from tuneops.testing.chat_stub import ChatStub
+from tuneops.testing.reference import OPENAI_OPENAPI
 
 REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
 )
 KEY = "gw-test-key"
 QUESTION = [{"role": "user", "content": "Is a cracked windscreen covered?"}]

@@ -4,6 +4,9 @@
 authoring ``2025-04-01-preview``) and Cognitive Services deployments (management ``2024-10-01``),
 excerpted unchanged from github.com/Azure/azure-rest-api-specs (MIT, see ``azure/LICENSE`` and
 ``azure/SOURCE``), kept at their repository paths so relative ``$ref``s resolve as there.
+``openai/openapi-subset.json`` is OpenAI's published OpenAPI description of the endpoints tuneops
+speaks (files, fine-tuning jobs, models, chat completions, errors; MIT, see ``openai/LICENSE`` and
+``openai/SOURCE``): what the local service, the gateway and the stubs answer must validate against it.
 """
 
 from __future__ import annotations
@@ -21,4 +24,6 @@ AZURE_MANAGEMENT = (
     / "cognitiveservices.json"
 )
 
-__all__ = ["AZURE_DATA_PLANE", "AZURE_MANAGEMENT", "AZURE_SPECS"]
+OPENAI_OPENAPI = Path(__file__).parent / "openai" / "openapi-subset.json"
+
+__all__ = ["AZURE_DATA_PLANE", "AZURE_MANAGEMENT", "AZURE_SPECS", "OPENAI_OPENAPI"]
