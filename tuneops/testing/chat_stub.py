@@ -1,10 +1,13 @@
 """A real HTTP server speaking OpenAI's ``/v1/chat/completions`` and ``/v1/models``.
 
 For tests and benchmarks of anything that calls models: fixed latency, canned or echo answers
-(or any function of model and messages), and fault injection (a share of 429 with Retry-After and
-of 500 responses, or requests that always fail). Standard library only, apart from tuneops' wire
-module (errors and auth exactly as the real servers answer them); ``ThreadingHTTPServer`` with
-Nagle's algorithm off, otherwise small responses wait ~40 ms for a delayed ACK.
+(or any function of model and messages), streaming the way OpenAI streams (``stream: true``: SSE
+chunks, a role chunk, one chunk per word, a finish chunk, a usage chunk when
+``stream_options.include_usage``, then ``data: [DONE]``), and fault injection (a share of 429
+with Retry-After and of 500 responses, or requests that always fail). Standard library only,
+apart from tuneops' wire module (errors and auth exactly as the real servers answer them);
+``ThreadingHTTPServer`` with Nagle's algorithm off, otherwise small responses wait ~40 ms for a
+delayed ACK.
 
 Usage::
 
@@ -176,6 +179,17 @@ class _Handler(BaseHTTPRequestHandler):
         text = config.answer(model, messages)
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         completion_tokens = len(text.split())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if request.get("stream") is True:
+            options = request.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            self._stream(model, text, usage if include_usage else None)
+            self.server.stats.record(200, model)
+            return
         body = {
             "id": f"chatcmpl-stub-{self.server.next_id()}",
             "object": "chat.completion",
@@ -189,14 +203,36 @@ class _Handler(BaseHTTPRequestHandler):
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
         self.server.stats.record(200, model)
         self._send(200, json.dumps(body).encode())
+
+    def _stream(self, model: str, text: str, usage: dict[str, int] | None) -> None:
+        """Answer as OpenAI streams: ``text/event-stream`` in chunked transfer encoding."""
+        base = {"id": f"chatcmpl-stub-{self.server.next_id()}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": model}  # fmt: skip
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {**base, "choices": [choice]}
+
+        words = text.split(" ")
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+        events.append(chunk({}, "stop"))
+        if usage is not None:
+            events.append({**base, "choices": [], "usage": usage})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        payload = [f"data: {json.dumps(event)}\n\n".encode() for event in events] + [b"data: [DONE]\n\n"]
+        for data in payload:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 class _StubServer(ThreadingHTTPServer):

@@ -20,7 +20,6 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.serving.gateway.stubs import running_streaming_stub
 from tuneops.processes import free_port
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
@@ -30,7 +29,7 @@ from tuneops.serving.gateway.app import Gateway, GatewayConfig
 from tuneops.serving.gateway.upstreams import provider_endpoints
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import LocalProviderConfig, ServingConfig
-from tuneops.testing.chat_stub import ChatStub, Messages, echo_answer
+from tuneops.testing.chat_stub import ChatStub, Messages, echo_answer, running_chat_stub
 
 MODEL = "claims-triage"
 ENDPOINT_MODELS = {"1": "ft:tiny:claims-v1", "2": "ft:tiny:claims-v2", "3": "ft:tiny:claims-v3"}
@@ -43,7 +42,7 @@ def answer_by_model(model: str, messages: Messages) -> str:
 
 @pytest.fixture
 def stub() -> Iterator[ChatStub]:
-    with running_streaming_stub(answer=answer_by_model, models=tuple(ENDPOINT_MODELS.values())) as running:
+    with running_chat_stub(answer=answer_by_model, models=tuple(ENDPOINT_MODELS.values())) as running:
         yield running
 
 

@@ -19,9 +19,9 @@ import openai
 import pytest
 
 from tests.serving.gateway.conftest import MODEL, Harness, answer_by_model, run
-from tests.serving.gateway.stubs import running_streaming_stub
 from tuneops.providers import ProviderEndpoint
 from tuneops.registry.mlflow_store import RegistryStore
+from tuneops.testing.chat_stub import running_chat_stub
 
 QUESTION = [{"role": "user", "content": "Is hail damage covered?"}]
 
@@ -139,7 +139,7 @@ def test_challenger_upstream_stopped_mid_load_clients_see_no_error(
     gateway_factory: Callable[..., Harness], claims: RegistryStore
 ) -> None:
     # the challenger (v2) gets an upstream of its own, reached as provider "openai"
-    with running_streaming_stub(answer=answer_by_model) as challenger_stub:
+    with running_chat_stub(answer=answer_by_model) as challenger_stub:
         _retag(claims, "2", "openai")
         endpoint = ProviderEndpoint("openai", challenger_stub.base_url, "sk-test", "OPENAI_API_KEY")
         harness = gateway_factory(endpoints={"openai": endpoint})

@@ -15,9 +15,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tuneops.testing.chat_stub import StubConfig, canned_answers, running_chat_stub
+from tuneops.testing.reference import OPENAI_OPENAPI
 
 REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", "/work/shared/reference/openai/openapi-subset.json")
+    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
 )
 
 
@@ -87,3 +88,46 @@ def test_faults_per_request_are_capped() -> None:
     with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
         codes = [http.post("/chat/completions", json=CHAT).status_code for _ in range(4)]
     assert codes == [500, 500, 200, 200]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_streams_are_openai_sse_chunks(schemas: dict[str, Any], include_usage: bool) -> None:
+    config = StubConfig(answer=canned_answers({"Capital of Norway?": "It is Oslo."}))
+    request = {**CHAT, "stream": True, "stream_options": {"include_usage": include_usage}}
+    with running_chat_stub(config) as stub, httpx.Client(base_url=stub.base_url) as http:
+        reply = http.post("/chat/completions", json=request)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    lines = [line for line in reply.text.split("\n\n") if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    for chunk in chunks:
+        check(schemas, "CreateChatCompletionStreamResponse", chunk)
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "It is Oslo."
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    if include_usage:
+        assert chunks[-1]["choices"] == [] and usage == [
+            {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+        ]
+    else:
+        assert usage == []
+    assert stub.stats.statuses == {200: 1}
+
+
+def test_the_openai_sdk_streams_from_the_stub() -> None:
+    from openai import OpenAI
+
+    with running_chat_stub(answer=canned_answers({"Capital of Norway?": "Oslo, of course."})) as stub:
+        client = OpenAI(base_url=stub.base_url, api_key="test", max_retries=0)
+        stream = client.chat.completions.create(
+            model="m-1", messages=CHAT["messages"], stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        client.close()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Oslo, of course."
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
