@@ -6,6 +6,11 @@ dataset manifest in the data store when it can be reached, and the promotion led
 that cannot be followed is reported in ``warnings`` rather than failing the whole answer: an
 audit of a half-broken state must still show what is known.
 
+Served traffic joins the chain through two core records the gateway writes: the routing history
+(:mod:`tuneops.routing_state`: which versions served, with what share, from when) answers
+``--at T``'s "who was serving", and the request log (:mod:`tuneops.requestlog`) answers
+``--request ID``'s "which version answered this, on which arm, at what weight".
+
 The JSON form (``Lineage.to_json_dict``) is a stable interface, documented in
 ``docs/lineage-json.md``; bump ``SCHEMA_VERSION`` on any incompatible change.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +29,8 @@ from tuneops.registry.ledger import Ledger, utcnow
 from tuneops.registry.mlflow_store import RegistryStore, RunSummary
 from tuneops.registry.tracking import TAG_SHA256
 from tuneops.registry.types import LedgerEntry, RegisteredVersion
+from tuneops.requestlog import LoggedRequest, RequestLog
+from tuneops.routing_state import RoutingSnapshot, RoutingState
 
 SCHEMA_VERSION = 1
 ManifestReader = Callable[[str], dict[str, Any]]
@@ -107,6 +114,80 @@ def champion_rollout(entries: list[LedgerEntry], version: str) -> ChampionRollou
 
 
 @dataclass(frozen=True)
+class Routing:
+    """How the gateway routed the model at ``at``: the routing change in force then.
+
+    ``weight`` is the challenger's effective share in basis points (0..10,000); ``shares`` maps each
+    version that answered traffic to its share in [0, 1] (a shadow challenger answers nobody).
+    """
+
+    at: datetime
+    since: datetime
+    cause: str
+    champion: str | None
+    challenger: str | None
+    weight: int
+    strategy: str
+    experiment_id: str
+    shares: dict[str, float]
+    actor: str
+    reason: str
+
+
+def routing_from(snapshot: RoutingSnapshot, at: datetime) -> Routing:
+    return Routing(
+        at=at,
+        since=snapshot.at,
+        cause=snapshot.cause,
+        champion=snapshot.champion,
+        challenger=snapshot.challenger,
+        weight=snapshot.weight,
+        strategy=snapshot.strategy,
+        experiment_id=snapshot.experiment_id,
+        shares=snapshot.shares(),
+        actor=snapshot.actor,
+        reason=snapshot.reason,
+    )
+
+
+@dataclass(frozen=True)
+class RequestAttempt:
+    """One upstream attempt of a request, as the request log holds it."""
+
+    role: str
+    at: datetime
+    version: str | None
+    arm: str | None
+    status_code: int
+    error_kind: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    streamed: bool
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """Which version answered one request through the gateway, on which arm, at what weight.
+
+    ``weight`` is the challenger's weight (basis points) in force when the request arrived and
+    ``share`` the answering arm's share of traffic then (None for a pinned request or when no
+    routing had been recorded).
+    """
+
+    request_id: str
+    at: datetime
+    model: str
+    version: str | None
+    arm: str | None
+    status_code: int
+    weight: int | None
+    share: float | None
+    user_key_hash: str | None
+    feedback_score: float | None
+    attempts: list[RequestAttempt]
+
+
+@dataclass(frozen=True)
 class Lineage:
     """The whole chain for one model version, as ``tuneops lineage`` shows it."""
 
@@ -127,6 +208,8 @@ class Lineage:
     ledger: list[LedgerEntry]
     generated_at: datetime
     warnings: list[str] = field(default_factory=list)
+    routing: Routing | None = None
+    request: ServedRequest | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented, stable JSON form (see docs/lineage-json.md)."""
@@ -206,11 +289,17 @@ def build_lineage(
     *,
     at: datetime | None = None,
     read_manifest: ManifestReader | None = None,
+    routing_state: RoutingState | None = None,
 ) -> Lineage:
-    """Follow every link from ``ref`` and return the typed lineage tree."""
+    """Follow every link from ``ref`` and return the typed lineage tree.
+
+    With ``at`` and ``routing_state``, ``routing`` also says which versions the gateway was
+    serving at ``at`` and with what share of traffic.
+    """
     version, alias = resolve_model_version(store, ledger, ref, at)
     tags = version.tags
     warnings: list[str] = []
+    routing = _routing_at(routing_state, ref.name, at, warnings) if at is not None else None
 
     def run_or_warn(run_id: str | None, what: str) -> RunSummary | None:
         if not run_id:
@@ -251,6 +340,93 @@ def build_lineage(
         ledger=history,
         generated_at=utcnow(),
         warnings=warnings,
+        routing=routing,
+    )
+
+
+def _routing_at(
+    routing_state: RoutingState | None, model: str, at: datetime, warnings: list[str]
+) -> Routing | None:
+    if routing_state is None:
+        return None
+    try:
+        snapshot = routing_state.routing_at(model, at)
+    except StoreError as exc:
+        warnings.append(f"routing history unreadable: {exc.one_line()}")
+        return None
+    if snapshot is None:
+        warnings.append(
+            f"no routing recorded for {model} at or before {at.isoformat()} (gateway not serving)"
+        )
+        return None
+    return routing_from(snapshot, at)
+
+
+def build_request_lineage(
+    store: RegistryStore,
+    ledger: Ledger,
+    request_log: RequestLog,
+    routing_state: RoutingState,
+    request_id: str,
+    *,
+    read_manifest: ManifestReader | None = None,
+) -> Lineage:
+    """Which version answered ``request_id`` (arm, weight then) and how that version was made.
+
+    Raises:
+        UsageError: the request is not in the request log, or no model version answered it.
+    """
+    attempts = request_log.attempts(request_id)
+    if not attempts:
+        raise UsageError(
+            f"request {request_id!r} is not in the request log",
+            hint="request ids are the gateway's x-request-id response header",
+        )
+    answer = next((a for a in attempts if a.role == "answer"), attempts[-1])
+    if answer.version is None:
+        raise UsageError(
+            f"request {request_id!r} was answered by no model version"
+            f" (status {answer.status_code}, {answer.error_kind or 'no error kind'})"
+        )
+    warnings: list[str] = []
+    routing = _routing_at(routing_state, answer.model, answer.at, warnings)
+    lineage = build_lineage(
+        store, ledger, c.ModelRef(answer.model, version=answer.version), read_manifest=read_manifest
+    )
+    served = ServedRequest(
+        request_id=request_id,
+        at=answer.at,
+        model=answer.model,
+        version=answer.version,
+        arm=answer.arm,
+        status_code=answer.status_code,
+        weight=routing.weight if routing else None,
+        share=_arm_share(answer, routing),
+        user_key_hash=answer.user_key_hash,
+        feedback_score=answer.feedback_score,
+        attempts=[_attempt(a) for a in attempts],
+    )
+    return replace(lineage, routing=routing, request=served, at=None, warnings=[*warnings, *lineage.warnings])
+
+
+def _arm_share(answer: LoggedRequest, routing: Routing | None) -> float | None:
+    """The answering version's share of traffic then; None for pinned requests (no share applied)."""
+    if routing is None or answer.arm not in ("champion", "challenger") or answer.version is None:
+        return None
+    return routing.shares.get(answer.version)
+
+
+def _attempt(record: LoggedRequest) -> RequestAttempt:
+    return RequestAttempt(
+        role=record.role,
+        at=record.at,
+        version=record.version,
+        arm=record.arm,
+        status_code=record.status_code,
+        error_kind=record.error_kind,
+        latency_ms=record.latency_ms,
+        ttft_ms=record.ttft_ms,
+        streamed=record.streamed,
     )
 
 

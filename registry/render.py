@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from tuneops.registry.lineage import Lineage, champion_rollout
+from tuneops.registry.lineage import Lineage, Routing, ServedRequest, champion_rollout
 from tuneops.registry.types import LedgerEntry
 
 
@@ -38,6 +38,10 @@ def lineage_tree(
     if lineage.at:
         head += f" at {_when(lineage.at)}"
     root = Tree(head)
+    if lineage.request is not None:
+        _request_node(root, lineage.request)
+    if lineage.routing is not None:
+        _routing_node(root, lineage.routing)
     version = root.add(
         f"version [bold]{lineage.version}[/bold]  aliases now: {', '.join(lineage.version_aliases) or '-'}"
         f"  registered {_when(lineage.version_created_at)}"
@@ -94,6 +98,38 @@ def lineage_tree(
     for warning in lineage.warnings:
         root.add(f"[yellow]warning:[/yellow] {escape(warning)}")
     return root
+
+
+def _pct(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:g}%"
+
+
+def _request_node(root: Tree, request: ServedRequest) -> None:
+    node = root.add(
+        f"request [bold]{escape(request.request_id)}[/bold] {_when(request.at)}: answered by version"
+        f" [bold]{_v(request.version)}[/bold] (arm {escape(request.arm or '?')},"
+        f" share then {_pct(request.share)}, challenger weight then"
+        f" {'?' if request.weight is None else f'{request.weight / 100:g}%'}) status {request.status_code}"
+    )
+    for attempt in request.attempts:
+        error = f"  error {escape(attempt.error_kind)}" if attempt.error_kind else ""
+        node.add(
+            f"{attempt.role}: version {_v(attempt.version)} arm {escape(attempt.arm or '?')}"
+            f" status {attempt.status_code} {attempt.latency_ms:.1f} ms{error}"
+        )
+    if request.feedback_score is not None:
+        node.add(f"feedback score: {request.feedback_score:g}")
+
+
+def _routing_node(root: Tree, routing: Routing) -> None:
+    shares = ", ".join(f"version {v}: {_pct(s)}" for v, s in routing.shares.items()) or "nothing served"
+    node = root.add(f"serving at {_when(routing.at)}: [bold]{shares}[/bold]")
+    node.add(
+        f"since {_when(routing.since)} ({routing.cause}, by {escape(routing.actor)}): champion"
+        f" {_v(routing.champion)}, challenger {_v(routing.challenger)} at {routing.weight / 100:g}%,"
+        f" strategy {escape(routing.strategy)}"
+        + (f", experiment {escape(routing.experiment_id)}" if routing.experiment_id else "")
+    )
 
 
 def _entry_line(entry: LedgerEntry) -> str:

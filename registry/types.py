@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-LedgerSource = Literal["cli", "flow", "reconcile", "webhook"]
+LedgerSource = Literal["cli", "flow", "reconcile", "webhook", "gateway"]
 
 
 @dataclass(frozen=True)

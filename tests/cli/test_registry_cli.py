@@ -162,3 +162,63 @@ def test_the_installed_command(project: Path, build_version: Any) -> None:
         check=False,
     )
     assert done.returncode == 0 and json.loads(done.stdout)["finetune"]["job_id"] == "ftjob-1"
+
+
+def test_lineage_of_a_request_and_of_the_routing_at_t(
+    project: Path, build_version: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a gateway recorded during a 90/10 split (routing history, request log) read by the CLI."""
+    from datetime import UTC, datetime, timedelta
+
+    from tuneops.requestlog import RequestLog, RequestRecord, insert_records
+    from tuneops.routing_state import RoutingState
+
+    build_version(job_id="j1")
+    build_version(job_id="j2", seed="v2")
+    assert run(["promote", M, "1", "--alias", "champion", "--reason", "r"], capsys, monkeypatch)[0] == 0
+    assert run(["promote", M, "2", "--alias", "challenger", "--reason", "r"], capsys, monkeypatch)[0] == 0
+    url = os.environ["TUNEOPS_STATE_DB_URL"]
+    routing, requests = RoutingState.open(url), RequestLog.open(url)
+    t0 = datetime.now(UTC) + timedelta(minutes=1)
+    routing.observe_aliases(M, "1", "2", actor="gateway", at=t0)
+    routing.set_rollout(M, challenger_version="2", weight=1000, actor="rollout", at=t0 + timedelta(seconds=1))
+    record = RequestRecord(
+        request_id="req-42", model=M, at=t0 + timedelta(seconds=5), status_code=200, latency_ms=50.0,
+        version="2", arm="challenger",
+    )  # fmt: skip
+    with requests.engine.begin() as conn:
+        insert_records(conn, [record])
+    routing.close()
+    requests.close()
+
+    code, out, err = run(["lineage", "--request", "req-42", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["version"] == "2" and data["finetune"]["job_id"] == "j2"
+    assert (data["request"]["arm"], data["request"]["weight"], data["request"]["share"]) == (
+        "challenger",
+        1000,
+        0.1,
+    )
+    code, out, err = run(["lineage", "--request", "req-42"], capsys, monkeypatch)
+    assert code == 0, err
+    flat = _unwrapped(out)
+    assert "answered by version 2 (arm challenger, share then 10%" in flat and "j2" in flat
+    inside = (t0 + timedelta(seconds=3)).isoformat()
+    code, out, err = run(["lineage", M, "--at", inside], capsys, monkeypatch)
+    assert code == 0, err
+    assert "version 1: 90%, version 2: 10%" in _unwrapped(out)
+    code, out, _ = run(["lineage", M, "--at", inside, "--json"], capsys, monkeypatch)
+    assert json.loads(out)["routing"]["shares"] == {"1": 0.9, "2": 0.1}
+
+    code, _, err = run(["lineage", "--request", "req-missing"], capsys, monkeypatch)
+    assert code != 0 and "not in the request log" in err and "Traceback" not in err
+    code, _, err = run(["lineage", M, "--request", "req-42"], capsys, monkeypatch)
+    assert code != 0 and "--request" in err
+    code, _, err = run(["lineage"], capsys, monkeypatch)
+    assert code != 0 and "--request" in err
+
+
+def _unwrapped(text: str) -> str:
+    """Rich's tree output as one line: guides dropped, wrapped lines joined."""
+    return " ".join(text.translate(str.maketrans("", "", "│├└─")).split())

@@ -81,7 +81,12 @@ def test_json_form_is_stable(build_version: Any, store: RegistryStore, ledger: L
         "ledger",
         "generated_at",
         "warnings",
+        # added in schema 1 without a bump (an extension: nothing removed or changed); null unless
+        # --at (routing) or --request (both) was asked
+        "routing",
+        "request",
     }
+    assert data["routing"] is None and data["request"] is None
     assert set(data["finetune"]) == {
         "job_id",
         "provider",
@@ -221,3 +226,100 @@ def test_gate_reasons_fall_back_to_the_decision_artifact(
     mlflow_client(store).delete_tag(built.eval_run_id, "tuneops.gate")
     lineage = build_lineage(store, ledger, ModelRef(M, version="1"))
     assert lineage.evaluation.gate == "passed" and lineage.evaluation.gate_reasons == ["f1 0.81 >= 0.6"]
+
+
+ROUTING_KEYS = {"at", "since", "cause", "champion", "challenger", "weight", "strategy", "experiment_id",
+                "shares", "actor", "reason"}  # fmt: skip
+REQUEST_KEYS = {"request_id", "at", "model", "version", "arm", "status_code", "weight", "share",
+                "user_key_hash", "feedback_score", "attempts"}  # fmt: skip
+ATTEMPT_KEYS = {"role", "at", "version", "arm", "status_code", "error_kind", "latency_ms", "ttft_ms",
+                "streamed"}  # fmt: skip
+
+
+def _served(request_id: str, at: Any, version: str, arm: str, role: str = "answer", status: int = 200) -> Any:
+    from tuneops.requestlog import RequestRecord
+
+    return RequestRecord(
+        request_id=request_id, model=M, at=at, status_code=status, latency_ms=51.0, role=role,  # type: ignore[arg-type]
+        version=version, arm=arm, user_key_hash="h" * 64, prompt_chars=5, response_chars=7,
+        error_kind=None if status == 200 else "upstream_error",
+    )  # fmt: skip
+
+
+def test_routing_at_t_and_the_request_that_a_split_served(
+    build_version: Any, store: RegistryStore, ledger: Ledger, tmp_path: Any
+) -> None:
+    """Routing history and request log as the gateway writes them; lineage reads both back."""
+    from datetime import UTC, datetime
+
+    from tuneops.registry.lineage import build_request_lineage
+    from tuneops.requestlog import RequestLog, insert_records
+    from tuneops.routing_state import RoutingState
+
+    build_version(job_id="j1")
+    build_version(job_id="j2", seed="v2")
+    promote(store, ledger, M, "1", "champion", reason="r")
+    promote(store, ledger, M, "2", "challenger", reason="r")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    routing, requests = RoutingState.open(url), RequestLog.open(url)
+    t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)  # after the promotions
+    routing.observe_aliases(M, "1", "2", actor="gateway", at=t0)
+    routing.set_rollout(M, challenger_version="2", weight=1000, experiment_id="e1", actor="rollout",
+                        reason="canary 10%", at=t0 + timedelta(minutes=1))  # fmt: skip
+    routing.set_rollout(
+        M, challenger_version="2", weight=5000, actor="rollout", at=t0 + timedelta(minutes=10)
+    )
+    with requests.engine.begin() as conn:
+        insert_records(
+            conn,
+            [
+                _served("r-challenger", t0 + timedelta(minutes=2), "2", "challenger"),
+                _served("r-failover", t0 + timedelta(minutes=3), "2", "challenger", "failover", 502),
+                _served("r-failover", t0 + timedelta(minutes=3), "1", "champion"),
+                _served("r-pinned", t0 + timedelta(minutes=4), "2", "pinned"),
+            ],
+        )
+    try:
+        before = build_lineage(
+            store, ledger, ModelRef(M), at=t0 - timedelta(seconds=1), routing_state=routing
+        )
+        assert before.routing is None and any("no routing recorded" in w for w in before.warnings)
+        inside = build_lineage(
+            store, ledger, ModelRef(M), at=t0 + timedelta(minutes=5), routing_state=routing
+        )
+        assert inside.routing is not None and inside.routing.shares == {"1": 0.9, "2": 0.1}
+        data = inside.to_json_dict()
+        assert set(data["routing"]) == ROUTING_KEYS and data["request"] is None
+        assert (
+            data["routing"]["weight"] == 1000
+            and data["routing"]["since"] == (t0 + timedelta(minutes=1)).isoformat()
+        )
+
+        served = build_request_lineage(store, ledger, requests, routing, "r-challenger")
+        assert served.request is not None and served.version == "2" and served.request.arm == "challenger"
+        assert served.request.weight == 1000 and served.request.share == pytest.approx(0.1)
+        assert served.finetune.job_id == "j2" and served.alias is None and served.at is None
+        data = served.to_json_dict()
+        assert set(data["request"]) == REQUEST_KEYS and set(data["routing"]) == ROUTING_KEYS
+        assert set(data["request"]["attempts"][0]) == ATTEMPT_KEYS
+
+        failover = build_request_lineage(store, ledger, requests, routing, "r-failover")
+        assert failover.request is not None and failover.version == "1"
+        assert (failover.request.arm, failover.request.share) == ("champion", pytest.approx(0.9))
+        assert [(a.role, a.version, a.status_code) for a in failover.request.attempts] == [
+            ("failover", "2", 502),
+            ("answer", "1", 200),
+        ]
+        pinned = build_request_lineage(store, ledger, requests, routing, "r-pinned")
+        assert pinned.request is not None and pinned.request.share is None and pinned.request.weight == 1000
+        console = Console(width=200, record=True)
+        with console.capture() as captured:
+            console.print(lineage_tree(failover))
+        text = captured.get()
+        assert "answered by version 1 (arm champion, share then 90%" in text
+        assert "failover: version 2 arm challenger status 502" in text
+        with pytest.raises(UsageError, match="not in the request log"):
+            build_request_lineage(store, ledger, requests, routing, "r-missing")
+    finally:
+        routing.close()
+        requests.close()

@@ -88,25 +88,70 @@ def promote(
 
 def lineage(
     ref: Annotated[
-        str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone means @champion).")
-    ],
+        str | None,
+        typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION (NAME alone means @champion)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stable JSON form.")] = False,
-    at: Annotated[str | None, typer.Option("--at", help="Which version held the alias at this time.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="Which version held the alias at this time, and what the gateway served then."
+        ),
+    ] = None,
+    request: Annotated[
+        str | None,
+        typer.Option(
+            "--request",
+            help="A gateway request id (x-request-id): which version answered it, on which arm,"
+            " at what weight, and how that version was made.",
+        ),
+    ] = None,
     spec: SpecOption = DEFAULT_SPEC,
 ) -> None:
     """Show how a model version was made: job, data, evaluation, flow run and alias history."""
     from tuneops.registry.conventions import parse_model_ref
-    from tuneops.registry.lineage import build_lineage
+    from tuneops.registry.lineage import build_lineage, build_request_lineage
     from tuneops.registry.promotion import reconcile
     from tuneops.registry.render import lineage_tree
+    from tuneops.requestlog import RequestLog
+    from tuneops.routing_state import RoutingState
 
-    parsed = parse_model_ref(ref)
-    if parsed is None:
+    if request is not None and (ref is not None or at is not None):
+        raise UsageError("--request names the request on its own", hint="drop NAME and --at")
+    if request is None and ref is None:
+        raise UsageError("name a model (NAME, NAME@ALIAS, NAME/VERSION) or a request (--request ID)")
+    parsed = parse_model_ref(ref) if ref is not None else None
+    if ref is not None and parsed is None:
         raise UsageError(f"{ref!r} is not a model reference", hint="use NAME, NAME@ALIAS or NAME/VERSION")
     when = parse_at(at) if at else None
     with _registry(spec) as (store, ledger, settings):
-        reconcile(store, ledger, parsed.name)
-        result = build_lineage(store, ledger, parsed, at=when, read_manifest=_manifest_reader(settings))
+        assert settings.state_db_url is not None
+        routing = RoutingState.open(settings.state_db_url)
+        try:
+            if request is not None:
+                requests = RequestLog.open(settings.state_db_url)
+                try:
+                    found = requests.attempts(request)
+                    if found:
+                        reconcile(store, ledger, found[0].model)
+                    result = build_request_lineage(
+                        store, ledger, requests, routing, request, read_manifest=_manifest_reader(settings)
+                    )
+                finally:
+                    requests.close()
+            else:
+                assert parsed is not None
+                reconcile(store, ledger, parsed.name)
+                result = build_lineage(
+                    store,
+                    ledger,
+                    parsed,
+                    at=when,
+                    read_manifest=_manifest_reader(settings),
+                    routing_state=routing,
+                )
+        finally:
+            routing.close()
     if as_json:
         typer.echo(json.dumps(result.to_json_dict(), indent=2, sort_keys=True))
         return
