@@ -114,6 +114,7 @@ def registration_request(
         endpoint_model=target.model,
         job_id=job.id,
         api_key_env=API_KEY_ENV[spec.provider.kind],
+        api_version=target.api_version,  # Azure: the registered model calls the deployment with it
         hyperparameters=dict(job.hyperparameters),
         trained_tokens=job.trained_tokens,
         estimated_cost=estimated_cost,

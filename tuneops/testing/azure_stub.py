@@ -22,17 +22,37 @@ caps every page so clients must follow ``after``.
 Management plane: ``PUT``/``GET``/``DELETE`` ``/subscriptions/{s}/resourceGroups/{rg}/providers/
 Microsoft.CognitiveServices/accounts/{a}/deployments[/{d}]`` with a bearer token; a new deployment
 is ``Creating`` and turns ``Succeeded`` after a few GETs; lists page with ``nextLink``.
+
+Inference (``POST {endpoint}/openai/v1/chat/completions``, Azure's "v1" surface, which speaks the
+plain OpenAI protocol: ``model`` is a *deployment name*; ``api-key`` header or ``Authorization:
+Bearer``). **Not validated against any Microsoft spec**: the vendored files describe fine-tuning
+authoring and the deployments resource only, not chat inference, so nothing here is checked the
+oav way and nothing is added to ``violations``. What the stub does is Azure's documented
+behaviour: a deployment it does not know, or one not yet ``Succeeded``, gets 404
+``DeploymentNotFound``; a known one answers in OpenAI's ``CreateChatCompletionResponse`` shape
+(tests check that against OpenAI's OpenAPI description, vendored beside the Azure specs) with
+the text ``chat_answer`` scripts for it (given the :class:`ServedModel` behind the deployment:
+a fine-tune or a base model), so a test decides whether the fine-tune beats its base.
+``chat_requests`` records every call. The classic route (what ``AzureOpenAI`` clients call, e.g.
+a registered model's), ``POST {endpoint}/openai/deployments/{d}/chat/completions?api-version=``,
+answers the same after the data plane's ``api-key`` and ``api-version`` checks; it is not
+spec-validated either.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from tuneops.serving.openai_wire import error_body
+from tuneops.serving.openai_wire import ApiError, bearer_key_accepted, error_body, parse_json, unknown_url
+from tuneops.testing.chat_stub import Messages, echo_answer
 from tuneops.testing.openai_stub import OpenAIStubServer, _multipart
 from tuneops.testing.reference import AZURE_DATA_PLANE, AZURE_MANAGEMENT
 from tuneops.testing.reference.swagger import Operation, SwaggerSpec, Violation
@@ -41,6 +61,36 @@ UnknownFields = Literal["reject", "drop", "keep"]
 EventOrder = Literal["newest-first", "oldest-first"]
 _DATA_PLANE = SwaggerSpec(AZURE_DATA_PLANE, "/openai")
 _MANAGEMENT = SwaggerSpec(AZURE_MANAGEMENT)
+V1_PREFIX = "/openai/v1"
+"""Azure OpenAI's v1 inference surface: the OpenAI protocol, ``model`` = deployment name."""
+DEPLOYMENT_NOT_FOUND = (  # Azure's wording for a deployment that does not exist (or is not ready)
+    "The API deployment for this resource does not exist. If you created the deployment within "
+    "the last 5 minutes, please wait a moment and try again."
+)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What answers behind one deployment (what ``chat_answer`` scripts answers for).
+
+    Attributes:
+        deployment: the deployment name (the request's ``model``).
+        model: the model it serves (``properties.model.name``): a base model or a fine-tune.
+        base_model: for a fine-tune, the model its job trained; otherwise ``model``.
+        fine_tuned: whether ``model`` is one of this server's succeeded fine-tunes.
+    """
+
+    deployment: str
+    model: str
+    base_model: str
+    fine_tuned: bool
+
+
+ChatAnswer = Callable[[ServedModel, Messages], str]
+
+
+def _echo(served: ServedModel, messages: Messages) -> str:
+    return echo_answer(served.model, messages)
 
 
 def _iso(seconds: float) -> str:
@@ -58,6 +108,8 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         unknown_fields: ``reject``, ``drop`` or ``keep`` what the spec does not declare.
         event_order: ``newest-first`` or ``oldest-first``.
         page_size: the most items any list page holds (default: what the client asks).
+        chat_answer: the text a deployment answers on ``/openai/v1/chat/completions`` (default:
+            the last user message); an attribute, so a test may change it while serving.
     """
 
     path_prefix = "/openai"
@@ -73,6 +125,7 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         unknown_fields: UnknownFields = "reject",
         event_order: EventOrder = "newest-first",
         page_size: int | None = None,
+        chat_answer: ChatAnswer = _echo,
         **kwargs: Any,
     ) -> None:
         super().__init__(api_key=api_key, **kwargs)
@@ -89,6 +142,9 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         self.received: list[tuple[str, Any]] = []
         """(operationId, JSON body as sent) of every request with a body."""
         self._deployment_polls: dict[str, int] = {}
+        self.chat_answer = chat_answer
+        self.chat_requests: list[tuple[str, int]] = []
+        """(request ``model``, HTTP status) of every v1 chat completion."""
 
     @property
     def endpoint(self) -> str:
@@ -100,7 +156,7 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         return bool(headers.get("api-key", "") == self.api_key)
 
     def _check_request(self, headers: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]] | None:
-        version = (query.get("api-version") or [None])[0]
+        version = next(iter(query.get("api-version") or []), None)
         if version is not None:
             self.api_versions.add(version)
         if version != _DATA_PLANE.version:
@@ -120,6 +176,9 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
     ) -> tuple[int, Any, dict[str, str]]:
         operation = _DATA_PLANE.operation(method, self.path_prefix + path)
+        classic = re.fullmatch(r"/deployments/([^/]+)/chat/completions", path)
+        if operation is None and method == "POST" and classic:  # not in the vendored spec either
+            return (*self.chat_completion(classic.group(1), body), {})
         if operation is None:
             return super().handle(method, path, query, headers, body)
         json_body: Any = None
@@ -203,6 +262,88 @@ class AzureOpenAIStubServer(OpenAIStubServer):
             tail = f"-{job['suffix']}" if job.get("suffix") else ""
             job["fine_tuned_model"] = f"{job['model']}.ft-{job['id'].removeprefix('ftjob-')}{tail}"
 
+    # -- inference: the v1 surface (not in the vendored spec) ------------------------------------
+    def serving(self, deployment: str) -> ServedModel | None:
+        """What answers for ``deployment``, or None when it does not exist or is not ``Succeeded``."""
+        found = self.deployments.get(deployment)
+        if found is None or found["properties"].get("provisioningState") != "Succeeded":
+            return None
+        model = str((found["properties"].get("model") or {}).get("name") or "")
+        jobs = [j for j in self.state.jobs.values() if j.get("fine_tuned_model") == model]
+        base = str(jobs[0]["model"]) if jobs else model
+        return ServedModel(deployment, model, base, fine_tuned=bool(jobs))
+
+    def handle_v1(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        """One request to ``/openai/v1{path}``; only chat completions are served."""
+        if (method, path) != ("POST", "/chat/completions"):
+            return 404, unknown_url(method, V1_PREFIX + path).body()
+        keys = [self.api_key] if self.api_key is not None else []
+        if headers.get("api-key") != self.api_key and not bearer_key_accepted(
+            headers.get("Authorization"), keys
+        ):
+            message = "Access denied due to invalid subscription key or wrong API endpoint."
+            return 401, {"error": {"code": "401", "message": message}}
+        return self.chat_completion(None, body)
+
+    def chat_completion(self, deployment: str | None, body: bytes) -> tuple[int, Any]:
+        """Answer as ``deployment`` (the classic route's path) or the body's ``model`` (v1)."""
+        try:
+            request = parse_json(body or b"null")
+        except ApiError as exc:
+            return exc.status_code or 400, exc.body()
+        if not isinstance(request, dict):
+            request = {}
+        messages = request.get("messages")
+        name = deployment if deployment is not None else request.get("model")
+        if not isinstance(name, str) or not isinstance(messages, list) or not messages:
+            return 400, error_body("'model' and a non-empty 'messages' are required", code="invalid_request")
+        served = self.serving(name)
+        if served is None:
+            self.chat_requests.append((name, 404))
+            return 404, {"error": {"code": "DeploymentNotFound", "message": DEPLOYMENT_NOT_FOUND}}
+        text = self.chat_answer(served, messages)
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages if isinstance(m, dict))
+        completion_tokens = len(text.split())
+        self.chat_requests.append((name, 200))
+        return 200, {
+            "id": f"chatcmpl-azure-{len(self.chat_requests):06d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": served.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        base: Any = super()._handler_class()
+        stub = self
+
+        class Handler(base):  # type: ignore[misc]
+            def _serve(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                if not parts.path.startswith(V1_PREFIX + "/"):
+                    super()._serve(method)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = parts.path[len(V1_PREFIX) :].rstrip("/")
+                with stub._lock:
+                    status, payload = stub.handle_v1(method, path, self.headers, body)
+                self._reply(status, payload, {})
+
+        return Handler
+
     # -- management plane ----------------------------------------------------------------------
     def handle_outside(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
@@ -210,7 +351,7 @@ class AzureOpenAIStubServer(OpenAIStubServer):
         operation = _MANAGEMENT.operation(method, path)
         if operation is None:
             return None
-        version = (query.get("api-version") or [None])[0]
+        version = next(iter(query.get("api-version") or []), None)
         if version != _MANAGEMENT.version:
             self.violations.append(
                 Violation(operation.operation_id, "API_VERSION", "query.api-version", f"{version!r}")
