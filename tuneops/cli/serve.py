@@ -164,6 +164,14 @@ def serve_gateway(
             "none set means no key is asked for).",
         ),
     ] = None,
+    spool: Annotated[
+        Path | None,
+        typer.Option(
+            help="The request log's crash spool (default .tuneops/gateway/spool). Each gateway process "
+            "needs its own: give every replica sharing a project folder a folder of its own, and a "
+            "restarted replica the same one (it replays what was answered but not yet stored).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the project's model OpenAI style, routed by its MLflow aliases and rollout state.
 
@@ -195,7 +203,7 @@ def serve_gateway(
         stack.callback(ledger.close)
         request_log = RequestLog.open(settings.state_db_url)
         stack.callback(request_log.close)
-        writer = RequestLogWriter(request_log, settings.state_home / "gateway" / "spool")
+        writer = RequestLogWriter(request_log, spool or settings.state_home / "gateway" / "spool")
         replayed = writer.start()
         stack.callback(writer.close)
         if replayed.records:

@@ -41,9 +41,11 @@ def write_project(root: Path, upstream: str) -> Path:
     return spec
 
 
-def start_gateway(project: Path, store: RegistryStore, state_url: str, port: int) -> ManagedProcess:
+def start_gateway(
+    project: Path, store: RegistryStore, state_url: str, port: int, *extra: str
+) -> ManagedProcess:
     command = [sys.executable, "-m", "tuneops.cli.main", "serve", "gateway", "--spec",
-               str(project / "tuneops.yaml"), "--port", str(port)]  # fmt: skip
+               str(project / "tuneops.yaml"), "--port", str(port), *extra]  # fmt: skip
     env = {
         **QUIET_ENVIRONMENT,
         "TUNEOPS_TRACKING_URI": store.tracking_uri,
