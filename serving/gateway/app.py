@@ -32,7 +32,7 @@ from tuneops.routing_state import RoutingState
 from tuneops.serving.gateway.chat import ChatCompletions, ChatOptions
 from tuneops.serving.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from tuneops.serving.gateway.table import RoutingTables
-from tuneops.serving.gateway.upstreams import make_client
+from tuneops.serving.gateway.upstreams import ClientPool
 from tuneops.serving.openai_wire import (
     OPEN_PATHS,
     ApiError,
@@ -88,7 +88,7 @@ class Gateway:
         )
         self.metrics = GatewayMetrics()
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._clients: ClientPool | None = None
         self._wake: asyncio.Event | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -96,15 +96,16 @@ class Gateway:
         self.chat = ChatCompletions(self.tables, writer, self.metrics, self.client, options)
 
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+        """An upstream client for one request (clients are sharded; see ``ClientPool``)."""
+        if self._clients is None:
             raise RuntimeError("the gateway is not started")
-        return self._client
+        return self._clients.next()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the upstream client, load the routing once, start the refresher."""
-        self._client = make_client(self.config.serving.upstream_timeout_seconds, self._transport)
+        self._clients = ClientPool(self.config.serving.upstream_timeout_seconds, self._transport)
         self._wake = asyncio.Event()
         self._stopping = False
         await self._refresh()
@@ -118,8 +119,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self.chat.drain()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._clients is not None:
+            await self._clients.aclose()
 
     def refresh_soon(self) -> None:
         """Wake the refresher now (a webhook said an alias moved)."""
