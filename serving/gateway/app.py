@@ -93,13 +93,22 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
         self._stopping = False
         options = ChatOptions(config.serving.capture_text, config.answer_format)
-        self.chat = ChatCompletions(self.tables, writer, self.metrics, self.client, options)
+        self.chat = ChatCompletions(
+            self.tables, writer, self.metrics, self.client, options, self.plain_client
+        )
 
     def client(self) -> httpx.AsyncClient:
         """An upstream client for one request (clients are sharded; see ``ClientPool``)."""
         if self._clients is None:
             raise RuntimeError("the gateway is not started")
-        return self._clients.next()
+        client: httpx.AsyncClient = self._clients.take()
+        return client
+
+    def plain_client(self) -> Any:
+        """The client of plain (non-streaming) completions (see ``ClientPool.plain``)."""
+        if self._clients is None:
+            raise RuntimeError("the gateway is not started")
+        return self._clients.plain()
 
     # -- lifecycle -----------------------------------------------------------------------------
 

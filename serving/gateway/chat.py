@@ -133,9 +133,11 @@ class ChatCompletions:
         metrics: GatewayMetrics,
         client: Callable[[], httpx.AsyncClient],
         options: ChatOptions,
+        plain_client: Callable[[], Any] | None = None,
     ) -> None:
         self.tables, self.writer, self.metrics = tables, writer, metrics
         self._client = client
+        self._plain = plain_client or client  # plain completions (an aiohttp session in production)
         self.options = options
         self._background: set[asyncio.Task[None]] = set()
 
@@ -206,13 +208,13 @@ class ChatCompletions:
         version, arm = route.version, route.arm
         try:
             try:
-                answer = await complete(self._client(), await self._upstream(call, version), body)
+                answer = await complete(self._plain(), await self._upstream(call, version), body)
             except UpstreamFailure as exc:
                 if route.fallback is None:
                     raise
                 pending.append(self._log_failover(call, route, exc))
                 version, arm = route.fallback, "champion"
-                answer = await complete(self._client(), await self._upstream(call, version), body)
+                answer = await complete(self._plain(), await self._upstream(call, version), body)
         except UpstreamFailure as exc:
             return await self._upstream_error(call, version, arm, exc, pending)
         except UpstreamRejected as exc:
@@ -453,7 +455,7 @@ class ChatCompletions:
                        call.prompt_text, call.prompt_chars, False)  # fmt: skip
         plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
-            answer = await complete(self._client(), await self._upstream(shadow, version), plain)
+            answer = await complete(self._plain(), await self._upstream(shadow, version), plain)
         except (UpstreamFailure, UpstreamRejected, ApiError) as exc:
             status = getattr(exc, "status_code", 502) or 502
             kind = getattr(exc, "kind", None) or getattr(exc, "code", None) or "upstream_rejected"
