@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,11 @@ def settings(project_dir: Path, mlflow_store: MlflowStore) -> TuneopsSettings:
         tracking_uri=mlflow_store.tracking_uri,
         artifact_root=mlflow_store.artifact_root,
     )
+
+
+@pytest.fixture(scope="session")
+def schemas() -> dict[str, Any]:
+    """OpenAI's published OpenAPI components, rewritten for JSON Schema (the contract tests' reference)."""
+    from tuneops.testing.reference.openapi import openai_components
+
+    return openai_components()

@@ -14,46 +14,20 @@ header or bearer).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-from jsonschema import Draft202012Validator
 
 from tuneops.testing.azure_stub import AzureOpenAIStubServer, ServedModel
 from tuneops.testing.chat_stub import Messages
-from tuneops.testing.reference import OPENAI_OPENAPI
+from tuneops.testing.reference.openapi import assert_matches
 
-REFERENCE = Path(os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI)))
 KEY, BASE = "azure-chat-key-1", "gpt-4o-mini-2024-07-18"
 DEPLOYMENTS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.CognitiveServices/accounts/a/deployments"
 FINE_TUNE = f"{BASE}.ft-0001-orders"
 CHAT = [{"role": "user", "content": "Where is order 7?"}]
-
-
-def _jsonschema(node: Any) -> Any:
-    """OpenAPI 3.0's ``nullable: true`` as JSON Schema ``anyOf [..., null]``."""
-    if isinstance(node, list):
-        return [_jsonschema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _jsonschema(value) for key, value in node.items() if key != "nullable"}
-    return {"anyOf": [converted, {"type": "null"}]} if node.get("nullable") is True else converted
-
-
-@pytest.fixture(scope="module")
-def schemas() -> dict[str, Any]:
-    return _jsonschema(json.loads(REFERENCE.read_text()))["components"]
-
-
-def check(schemas: dict[str, Any], name: str, body: Any) -> None:
-    validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": schemas})
-    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(body)]
-    assert not errors, f"{name}: {errors[:5]}"
 
 
 def scripted(served: ServedModel, messages: Messages) -> str:
@@ -83,7 +57,7 @@ def test_v1_chat_completions_answer_per_deployment_in_openais_shape(azure, schem
     client = openai.OpenAI(base_url=f"{azure.endpoint}/openai/v1", api_key=KEY, max_retries=0)
     with client:
         raw = client.chat.completions.with_raw_response.create(model="tuned-dep", messages=CHAT)  # type: ignore[arg-type]
-        check(schemas, "CreateChatCompletionResponse", json.loads(raw.http_response.text))
+        assert_matches("CreateChatCompletionResponse", json.loads(raw.http_response.text))
         assert (
             raw.parse().choices[0].message.content == f"fine-tune {FINE_TUNE} (base {BASE}) behind tuned-dep"
         )
@@ -101,7 +75,7 @@ def test_the_api_key_header_works_too_and_a_wrong_key_is_refused(azure, schemas)
         wrong = http.post(url, json={"model": "base-dep", "messages": CHAT}, headers={"api-key": "nope"})
         missing = http.post(url, json={"model": "base-dep"}, headers={"api-key": KEY})
     assert ok.status_code == 200
-    check(schemas, "CreateChatCompletionResponse", ok.json())
+    assert_matches("CreateChatCompletionResponse", ok.json())
     assert wrong.status_code == 401 and missing.status_code == 400
     assert azure.chat_requests == [("base-dep", 200)]
 
@@ -122,7 +96,7 @@ def test_the_classic_deployments_route_answers_the_azure_client(azure, schemas) 
     )
     with client:
         raw = client.chat.completions.with_raw_response.create(model="tuned-dep", messages=CHAT)  # type: ignore[arg-type]
-    check(schemas, "CreateChatCompletionResponse", json.loads(raw.http_response.text))
+    assert_matches("CreateChatCompletionResponse", json.loads(raw.http_response.text))
     assert raw.parse().choices[0].message.content.startswith("fine-tune ")
     assert ("POST", "/deployments/tuned-dep/chat/completions") in azure.state.requests
     assert azure.violations == [] and azure.api_versions == {"2025-04-01-preview"}

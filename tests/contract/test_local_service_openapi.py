@@ -8,10 +8,8 @@ OpenAPI-3.0 style (``nullable: true``); a small converter turns those into JSON 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,32 +18,9 @@ from jsonschema import Draft202012Validator
 
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples, local_service, tiny_test_model  # noqa: F401
-from tuneops.testing.reference import OPENAI_OPENAPI
+from tuneops.testing.reference.openapi import assert_matches, openapi30_to_jsonschema
 
 pytestmark = pytest.mark.slow
-REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
-)
-
-
-def openapi30_to_jsonschema(node: Any) -> Any:
-    """Rewrite OpenAPI 3.0 idioms as JSON Schema 2020-12.
-
-    ``nullable: true`` becomes ``anyOf [schema, {"type": "null"}]``; boolean
-    ``exclusiveMinimum``/``exclusiveMaximum`` (3.0) become the numeric bound (a validator would
-    otherwise read ``true`` as the number 1).
-    """
-    if isinstance(node, list):
-        return [openapi30_to_jsonschema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: openapi30_to_jsonschema(value) for key, value in node.items() if key != "nullable"}
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(converted.get(exclusive), bool) and converted.pop(exclusive) and bound in converted:
-            converted[exclusive] = converted.pop(bound)
-    if node.get("nullable") is True:
-        return {"anyOf": [converted, {"type": "null"}]}
-    return converted
 
 
 def test_the_converter_handles_nullable() -> None:
@@ -64,19 +39,6 @@ def test_the_converter_handles_nullable() -> None:
     assert positive.is_valid(1.0) and positive.is_valid(0.5) and not positive.is_valid(0)
 
 
-@pytest.fixture(scope="module")
-def schemas() -> dict[str, Any]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"OpenAI reference not found at {REFERENCE}")
-    return openapi30_to_jsonschema(json.loads(REFERENCE.read_text()))["components"]
-
-
-def check(schemas: dict[str, Any], name: str, body: Any) -> None:
-    validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": schemas})
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
-    assert not errors, f"{name}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
-
-
 @pytest.fixture
 def http(local_service: ServiceProcess) -> Iterator[httpx.Client]:  # noqa: F811
     with httpx.Client(base_url=local_service.base_url, timeout=120) as client:
@@ -84,18 +46,18 @@ def http(local_service: ServiceProcess) -> Iterator[httpx.Client]:  # noqa: F811
 
 
 def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> None:
-    check(schemas, "ListModelsResponse", http.get("/models").json())
-    check(schemas, "Model", http.get("/models/tuneops-tiny").json())
+    assert_matches("ListModelsResponse", http.get("/models").json())
+    assert_matches("Model", http.get("/models/tuneops-tiny").json())
 
     upload = http.post(
         "/files",
         data={"purpose": "fine-tune"},
         files={"file": ("train.jsonl", as_jsonl(claims_chat_examples(12)))},
     )
-    check(schemas, "OpenAIFile", upload.json())
+    assert_matches("OpenAIFile", upload.json())
     file_id = upload.json()["id"]
-    check(schemas, "OpenAIFile", http.get(f"/files/{file_id}").json())
-    check(schemas, "ListFilesResponse", http.get("/files").json())
+    assert_matches("OpenAIFile", http.get(f"/files/{file_id}").json())
+    assert_matches("ListFilesResponse", http.get("/files").json())
 
     created = http.post(
         "/fine_tuning/jobs",
@@ -108,22 +70,20 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
             "hyperparameters": {"n_epochs": 1, "batch_size": 4},
         },
     )
-    check(schemas, "FineTuningJob", created.json())
+    assert_matches("FineTuningJob", created.json())
     job_id = created.json()["id"]
     deadline = time.monotonic() + 240
     while (job := http.get(f"/fine_tuning/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert job["status"] == "succeeded", job["error"]
-    check(schemas, "FineTuningJob", job)
-    check(
-        schemas,
+    assert_matches("FineTuningJob", job)
+    assert_matches(
         "ListPaginatedFineTuningJobsResponse",
         http.get("/fine_tuning/jobs", params={"limit": 5}).json(),
     )
-    check(schemas, "ListFineTuningJobEventsResponse", http.get(f"/fine_tuning/jobs/{job_id}/events").json())
-    check(
-        schemas,
+    assert_matches("ListFineTuningJobEventsResponse", http.get(f"/fine_tuning/jobs/{job_id}/events").json())
+    assert_matches(
         "ListFineTuningJobCheckpointsResponse",
         http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json(),
     )
@@ -131,7 +91,7 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
     messages = [{"role": "user", "content": "Hello"}]
     for model in ("tuneops-tiny", job["fine_tuned_model"]):
         reply = http.post("/chat/completions", json={"model": model, "messages": messages, "max_tokens": 5})
-        check(schemas, "CreateChatCompletionResponse", reply.json())
+        assert_matches("CreateChatCompletionResponse", reply.json())
         with http.stream(
             "POST",
             "/chat/completions",
@@ -146,11 +106,11 @@ def test_every_answer_validates(schemas: dict[str, Any], http: httpx.Client) -> 
             lines = [line for line in stream.iter_lines() if line]
         assert lines[-1] == "data: [DONE]"
         for line in lines[:-1]:
-            check(schemas, "CreateChatCompletionStreamResponse", json.loads(line.removeprefix("data: ")))
+            assert_matches("CreateChatCompletionStreamResponse", json.loads(line.removeprefix("data: ")))
 
     second = http.post("/fine_tuning/jobs", json={"model": "tuneops-tiny", "training_file": file_id}).json()
-    check(schemas, "FineTuningJob", http.post(f"/fine_tuning/jobs/{second['id']}/cancel").json())
-    check(schemas, "DeleteFileResponse", http.delete(f"/files/{file_id}").json())
+    assert_matches("FineTuningJob", http.post(f"/fine_tuning/jobs/{second['id']}/cancel").json())
+    assert_matches("DeleteFileResponse", http.delete(f"/files/{file_id}").json())
 
 
 def test_error_bodies_validate(schemas: dict[str, Any], http: httpx.Client) -> None:
@@ -172,4 +132,4 @@ def test_error_bodies_validate(schemas: dict[str, Any], http: httpx.Client) -> N
     ]
     for response in responses:
         assert 400 <= response.status_code < 500, response.text
-        check(schemas, "ErrorResponse", response.json())
+        assert_matches("ErrorResponse", response.json())

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,11 +32,7 @@ from tuneops.serving.openai_wire import (
     sse_stream,
     unknown_url,
 )
-from tuneops.testing.reference import OPENAI_OPENAPI
-
-REFERENCE = Path(
-    os.environ.get("TUNEOPS_OPENAI_OPENAPI", str(OPENAI_OPENAPI))
-)
+from tuneops.testing.reference.openapi import openai_reference
 
 
 def test_error_bodies_have_openai_shape() -> None:
@@ -64,9 +58,7 @@ def test_error_bodies_have_openai_shape() -> None:
 
 
 def test_error_bodies_validate_against_the_reference() -> None:
-    if not REFERENCE.is_file():
-        pytest.skip(f"OpenAI reference not found at {REFERENCE}")
-    components = json.loads(REFERENCE.read_text())["components"]
+    components = json.loads(openai_reference().read_text())["components"]
     validator = Draft202012Validator({"$ref": "#/components/schemas/ErrorResponse", "components": components})
     for body in (error_body("x"), ApiError("y", param="limit", code="invalid_value").body()):
         assert not list(validator.iter_errors(body)), body

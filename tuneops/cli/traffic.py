@@ -45,6 +45,13 @@ def replay_command(
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="max_tokens of each request.")
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature",
+            help="Sampling temperature (default: the spec's evaluation.temperature, as evaluated).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds which row and user come next.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -53,15 +60,15 @@ def replay_command(
 
     if (file is None) == (split is None):
         raise UserError("give a chat FILE or --split SPLIT (one of them)")
-    plan = ReplayPlan(rate=rate, users=users, duration_seconds=duration, requests=requests,
-                      concurrency=concurrency, max_tokens=max_tokens, seed=seed)  # fmt: skip
     path = file
-    if split is not None or model is None or api_key is None:
+    if split is not None or model is None or api_key is None or temperature is None:
         project = None
         if split is not None or model is None or Path(spec).is_file():
             project = load_project(spec)
         if project is not None:
             model = model or project.spec.model.name
+            # answers are judged by the format the evaluation measured, so sample as it did
+            temperature = project.spec.evaluation.temperature if temperature is None else temperature
             if split is not None:
                 path = getattr(project.spec.data, split)
                 if path is None or not Path(path).is_file():
@@ -72,6 +79,9 @@ def replay_command(
                 keys = gateway_keys(None, project.directory)
                 api_key = keys[0] if keys else None
     assert path is not None and model is not None
+    plan = ReplayPlan(rate=rate, users=users, duration_seconds=duration, requests=requests,
+                      concurrency=concurrency, max_tokens=max_tokens, seed=seed,
+                      temperature=temperature)  # fmt: skip
     prompts = read_chat_prompts(Path(path))
     err_console.print(
         f"[dim]replaying {len(prompts)} prompt(s) from {escape(str(path))} to {escape(gateway_url)}: "
