@@ -179,6 +179,11 @@ def serve_gateway(
     Every request is logged to the state database; the spool under .tuneops/gateway/spool keeps
     what was answered but not yet stored across a crash.
     """
+    # The routing refresh asks MLflow every couple of seconds: a slow or vanished tracking server
+    # should cost one short failed refresh (the last table keeps serving), not MLflow's default
+    # minutes of retries and backoff, which also held up shutdown until they ran out.
+    for variable, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")):
+        os.environ.setdefault(variable, value)
     import uvicorn
 
     from tuneops.registry.ledger import Ledger

@@ -143,3 +143,15 @@ def test_kill_9_under_load_loses_no_answered_request(
         r for r in received if counts[r] != 1
     ][:5]
     assert max(counts.values()) == 1
+
+
+def test_a_vanished_tracking_server_costs_one_failed_refresh_not_a_stuck_shutdown(
+    project: Path, claims: RegistryStore, tmp_path: Path
+) -> None:
+    """MLflow's client retries a refused connection for minutes by default; the gateway's refresh
+    thread then held up shutdown (a SIGTERM'd gateway lived on). Now it fails fast and stops."""
+    nowhere = RegistryStore(f"http://127.0.0.1:{free_port()}", claims.artifact_root)
+    gateway = start_gateway(project.parent, nowhere, f"sqlite:///{tmp_path / 'state.db'}", free_port())
+    gateway.stop(timeout=20)  # SIGTERM; SIGKILL only if it is still there after 20 s
+    assert gateway.process.returncode == 0, gateway.log_tail()
+    assert "keeping its last table" in gateway.log_path.read_text()
