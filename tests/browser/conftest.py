@@ -102,7 +102,7 @@ def _drop_databases(names: list[str]) -> None:
         admin.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Stack]:
     """``tuneops up --detach`` on free ports; ``tuneops down`` and the databases dropped after."""
     project = write_project(tmp_path_factory.mktemp("stack") / "project")
@@ -125,8 +125,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
         _drop_databases([*databases, config.database("mlflow"), config.database("prefect")])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Playwright's sync API keeps an event loop running in this
+    thread while it is open, so every later ``asyncio.run()`` in the session (Prefect, the
+    evaluation stage) would fail: it must not outlive the browser tests."""
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: run scripts/setup (as root) or apt-get install chromium")
     from playwright.sync_api import sync_playwright
