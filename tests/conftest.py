@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,3 +184,20 @@ def schemas() -> dict[str, Any]:
     from tuneops.testing.reference.openapi import openai_components
 
     return openai_components()
+
+
+def run_cli(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """Run the real entry point in-process (error mapping included); return (exit code, stdout, stderr)."""
+    from tuneops.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

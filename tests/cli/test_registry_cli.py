@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tuneops.cli.main import main
+from tests.conftest import run_cli
 
 # The registry tests' fixtures (real MLflow store, chat endpoint, realistic versions), reused here.
 _spec = importlib.util.spec_from_file_location(
@@ -46,16 +46,7 @@ def project(tmp_path: Path, mlflow_store: Any, monkeypatch: pytest.MonkeyPatch) 
 def run(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str]:
-    """Run the real entry point in-process (error mapping included); return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(args, capsys, monkeypatch)
 
 
 def test_promote_then_lineage_json(

@@ -6,11 +6,11 @@ Approving a rollout that is really paused (a flow run waiting in Prefect) is tes
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tuneops.tasks.rollout.state import RolloutStore
 
 MODEL = "claims-bot"
@@ -28,16 +28,7 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str]:
-    from tuneops.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(args, capsys, monkeypatch)
     return code, out + err
 
 

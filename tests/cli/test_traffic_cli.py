@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import run_cli
 from tests.flows.test_rollout_gateway import MODEL, ROWS, live_project
 from tuneops.routing_state import RoutingState
 from tuneops.serving.local.testing import as_jsonl
@@ -18,17 +18,7 @@ from tuneops.serving.local.testing import as_jsonl
 def run(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str]:
-    from tuneops.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(args, capsys, monkeypatch)
 
 
 @pytest.mark.slow

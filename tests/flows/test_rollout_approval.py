@@ -10,7 +10,6 @@ while the test answers it the ways a user can: ``tuneops rollout approve|reject 
 from __future__ import annotations
 
 import contextvars
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.flows import test_rollout as simulated
 from tests.flows.test_rollout import MODEL, Traffic, _settings
 from tuneops.registry.conventions import CHAMPION
@@ -80,16 +80,7 @@ def paused_rollout(state: str, flow: FlowThread, timeout: float = 120) -> Rollou
 def cli(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str]:
-    from tuneops.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["tuneops", *args])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(args, capsys, monkeypatch)
     return code, out + err
 
 
