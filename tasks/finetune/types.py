@@ -101,6 +101,23 @@ class TrainingEvent:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """One saved state of a fine-tune that can be called like a model (``ft:...:ckpt-step-N``).
+
+    ``valid_loss`` is the loss on the whole validation split when the provider reports it
+    (OpenAI's ``full_valid_loss``), else its last-batch ``valid_loss``; None without a
+    validation split. ``epoch`` is None when it cannot be told from the step.
+    """
+
+    step: int
+    model: str
+    epoch: int | None = None
+    valid_loss: float | None = None
+    train_loss: float | None = None
+    created_at: int | None = None
+
+
+@dataclass(frozen=True)
 class InferenceTarget:
     """Where evaluation and the gateway call a model: an OpenAI-compatible endpoint and model id.
 
