@@ -182,8 +182,26 @@ class LoraConfig(_Section):
     target_modules: list[str] | None = None
 
 
+FINETUNE_FROM_ALIASES = ("champion", "challenger", "previous")
+
+
 class FineTuneConfig(_Section):
-    """The fine-tune job: hyperparameters, naming and the cost guard."""
+    """The fine-tune job: hyperparameters, naming, the cost guard, where training starts from,
+    and how far past its best the chosen model may be.
+
+    ``from`` (YAML key; ``from_`` here) continues an earlier fine-tune instead of starting from
+    ``model.base_model``: a registry alias (``champion``, ``challenger``, ``previous``) names the
+    version whose fine-tuned model the job starts from, or an explicit fine-tuned model id
+    (``ft:...``; Azure's ``<base>.ft-<id>``). The new version records its parent (version, model,
+    training data) so ``tuneops lineage`` shows the chain. ``model.base_model`` stays the model
+    the candidate is compared with. Unset: a fresh fine-tune of the base model.
+
+    ``max_validation_loss_rise`` (relative, e.g. ``0.1``) fails the gate when the evaluated
+    model's validation loss is more than that fraction above the lowest validation loss of any
+    checkpoint of the run: the model is past its best (overfitting). Unset: only reported.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     suffix: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")] | None = None
     seed: int = 42
@@ -191,13 +209,35 @@ class FineTuneConfig(_Section):
     lora: LoraConfig = LoraConfig()
     max_training_tokens: Annotated[int, Field(gt=0)] | None = None
     price_per_million_training_tokens: Annotated[float, Field(ge=0)] = 0.0
+    from_: Annotated[str | None, Field(alias="from", min_length=1)] = None
+    max_validation_loss_rise: Annotated[float, Field(ge=0)] | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _alias_or_model_id(cls, value: str | None) -> str | None:
+        if value is None or value in FINETUNE_FROM_ALIASES:
+            return value
+        if value.startswith("ft:") or ".ft-" in value:
+            return value
+        raise ValueError(
+            f"expected one of {', '.join(FINETUNE_FROM_ALIASES)} or a fine-tuned model id (ft:...), "
+            f"got {value!r}"
+        )
+
+    @property
+    def from_alias(self) -> str | None:
+        """The registry alias training continues from, when ``from`` names one."""
+        return self.from_ if self.from_ in FINETUNE_FROM_ALIASES else None
 
 
 class GateConfig(_Section):
     """One quality gate in MLflow's ``MetricThreshold`` vocabulary.
 
     ``threshold`` is an absolute bar for the candidate; ``min_absolute_change`` and
-    ``min_relative_change`` are the improvement it must show over the base model.
+    ``min_relative_change`` (and ``require_significant``) are the improvement it must show over
+    ``baseline``: ``base`` (the base model with the production system prompt, the default) or
+    ``few_shot`` (the base model prompted with training examples, ``evaluation.few_shot``). To
+    gate against both, write the gate twice.
     """
 
     metric: Annotated[str, Field(min_length=1)]
@@ -206,6 +246,21 @@ class GateConfig(_Section):
     min_relative_change: float | None = None
     greater_is_better: bool = True
     require_significant: bool = False
+    baseline: Literal["base", "few_shot"] = "base"
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _few_shot_spelling(cls, value: Any) -> Any:
+        return "few_shot" if value == "few-shot" else value
+
+
+class FewShotConfig(_Section):
+    """The prompt-engineering baseline: the base model with the production system prompt plus
+    ``examples`` training rows (drawn from the *train* split with ``seed``) as earlier
+    user/assistant turns, answered and scored like the candidate. Fine-tuning should beat it."""
+
+    examples: Annotated[int, Field(ge=1, le=16)] = 3
+    seed: int = 42
 
 
 class FormatConfig(_Section):
@@ -284,12 +339,19 @@ class EvaluationConfig(_Section):
 
     ``prices`` is keyed by model label (``candidate``, ``base``, ``few-shot``, ``champion``); a cost
     ceiling needs the candidate's price, or the cost counts as missing and the gate fails.
+
+    ``checkpoints`` picks what is evaluated as the candidate: ``final`` (the job's model, the
+    weights at the end of training), ``best`` (the checkpoint with the lowest validation loss) or
+    ``all`` (every checkpoint, scored alike; the winner is the best on the first gate's metric,
+    ties going to the lower validation loss, and only the winner is gated and registered).
+    ``few_shot`` adds the prompt-engineering baseline (off when absent).
     """
 
     metrics: list[str] = ["f1", "rouge", "format"]
     gates: list[GateConfig] = []
     beat_champion: bool = True
-    few_shot_baseline: Annotated[int, Field(ge=0, le=16)] = 0
+    few_shot: FewShotConfig | None = None
+    checkpoints: Literal["final", "best", "all"] = "final"
     max_latency_p95_ms: Annotated[float, Field(gt=0)] | None = None
     max_cost_per_1k_requests_usd: Annotated[float, Field(ge=0)] | None = None
     format: FormatConfig = FormatConfig()
@@ -302,6 +364,29 @@ class EvaluationConfig(_Section):
     max_rows: Annotated[int, Field(gt=0)] | None = None
     prices: dict[Literal["candidate", "base", "few-shot", "champion"], PriceConfig] = {}
     safety: SafetyConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_shot_baseline_is_few_shot(cls, value: Any) -> Any:
+        """The earlier spelling ``few_shot_baseline: N`` (0: off) means ``few_shot: {examples: N}``."""
+        if isinstance(value, dict) and "few_shot_baseline" in value:
+            value = dict(value)
+            shots = value.pop("few_shot_baseline")
+            if "few_shot" in value:
+                raise ValueError("give few_shot or few_shot_baseline, not both")
+            if shots:
+                value["few_shot"] = {"examples": shots}
+        return value
+
+    @model_validator(mode="after")
+    def _few_shot_gate_needs_few_shot(self) -> EvaluationConfig:
+        named = [g.metric for g in self.gates if g.baseline == "few_shot"]
+        if named and self.few_shot is None:
+            raise ValueError(
+                f"the gate on {named[0]} compares with the few_shot baseline, which needs evaluation.few_shot"
+                " (e.g. few_shot: {examples: 3})"
+            )
+        return self
 
 
 RolloutMetric = Literal[

@@ -5,8 +5,8 @@ listing every check with what was observed and what was required, so a rejection
 The gate vocabulary is MLflow's ``MetricThreshold``:
 
 * ``threshold``: an absolute bar for the candidate's mean;
-* ``min_absolute_change`` / ``min_relative_change``: the improvement required over each baseline
-  (the base model, and the few-shot base when it was evaluated);
+* ``min_absolute_change`` / ``min_relative_change``: the improvement required over the gate's
+  ``baseline`` (``base``, the base model, by default; or ``few_shot``, the few-shot prompted base);
 * ``greater_is_better``: the direction of the metric;
 * ``require_significant`` (ours): the paired bootstrap interval of candidate - baseline must lie
   entirely on the better side of zero, and against the champion only a *significant* loss counts.
@@ -33,7 +33,11 @@ CheckKind = Literal[
     "latency",
     "cost",
     "completeness",
+    "overfitting",
 ]
+
+BASELINE_LABELS = {"base": "base", "few_shot": "few-shot"}
+"""A gate's ``baseline`` name -> the label its scores carry in an evaluation."""
 
 
 class GateLike(Protocol):
@@ -51,6 +55,8 @@ class GateLike(Protocol):
     def greater_is_better(self) -> bool: ...
     @property
     def require_significant(self) -> bool: ...
+    @property
+    def baseline(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Gate:
     min_relative_change: float | None = None
     greater_is_better: bool = True
     require_significant: bool = False
+    baseline: str = "base"
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,12 @@ class GateDecision:
         if not self.checks and self.safety is None:
             return f"gate {verdict}: no gates configured"
         return f"gate {verdict}: " + "; ".join(self.reasons)
+
+    def with_checks(self, extra: Sequence[CheckOutcome]) -> GateDecision:
+        """This decision with more checks (e.g. the overfitting check); passes only if they do."""
+        checks = (*self.checks, *extra)
+        passed = all(c.passed for c in checks) and (self.safety is None or self.safety.passed)
+        return GateDecision(passed, checks, self.candidate, self.safety)
 
     def with_safety(self, safety: SafetyDecision) -> GateDecision:
         """This decision with its safety section: it passes only when both parts pass."""
@@ -282,8 +295,9 @@ def decide_promotion(
 
     Args:
         candidate: the fine-tune's scores.
-        baselines: models it must improve on (base model, optional few-shot base); their
-            ``differences`` hold the paired intervals of candidate - baseline.
+        baselines: models a gate may compare with (base model, optional few-shot base), each
+            gate with the one its ``baseline`` names; their ``differences`` hold the paired
+            intervals of candidate - baseline.
         gates: per-metric gates (``GateConfig`` or ``Gate``).
         champion: the current champion's scores, when there is one.
         beat_champion: require that the candidate does not lose to the champion on gated metrics.
@@ -313,7 +327,12 @@ def decide_promotion(
             or gate.min_relative_change is not None
             or (gate.require_significant)
         ):
-            for base in baselines:
+            wanted = BASELINE_LABELS.get(gate.baseline, gate.baseline)
+            against = [b for b in baselines if b.label == wanted]
+            if not against:
+                checks.append(CheckOutcome("completeness", False, f"{gate.metric} vs {wanted}: that "
+                                           "baseline was not evaluated", gate.metric, wanted))  # fmt: skip
+            for base in against:
                 checks.extend(_change_checks(gate, cand, base))
         if champion is not None and beat_champion:
             checks.append(_champion_check(gate, cand, champion))
@@ -325,6 +344,39 @@ def decide_promotion(
     if max_cost_per_1k_requests_usd is not None:
         checks.append(_ceiling_check("cost", candidate.cost_per_1k_usd, max_cost_per_1k_requests_usd, " USD"))
     return GateDecision(all(c.passed for c in checks), tuple(checks), candidate.label)
+
+
+def overfitting_check(
+    *,
+    chosen: str,
+    chosen_loss: float | None,
+    best: str | None,
+    best_loss: float | None,
+    max_rise: float,
+) -> CheckOutcome:
+    """Is the evaluated model's validation loss within ``max_rise`` (relative) of the run's best?
+
+    ``chosen`` and ``best`` describe the two checkpoints for the message (``final, epoch 8
+    (step 32)``). A model past its best learned the training rows rather than the task; the
+    message says what to change. No validation loss (no validation split) fails: a gate that was
+    asked for cannot pass on nothing.
+    """
+    if chosen_loss is None or best_loss is None or not math.isfinite(chosen_loss):
+        return CheckOutcome("overfitting", False, "validation loss: not reported for the evaluated model "
+                            "(give a validation split, or drop finetune.max_validation_loss_rise)",
+                            "validation_loss_rise", None, None, max_rise)  # fmt: skip
+    rise = (chosen_loss - best_loss) / best_loss if best_loss > 0 else (0.0 if chosen_loss <= 0 else math.inf)
+    rise = max(rise, 0.0)
+    ok = rise <= max_rise + _TOLERANCE
+    if ok:
+        msg = (f"validation loss {chosen_loss:.4g} of {chosen} is {rise:+.1%} vs the best {best_loss:.4g} "
+               f"({best}), within the allowed {max_rise:.1%}")  # fmt: skip
+    else:
+        msg = (f"overfitting: validation loss {chosen_loss:.4g} of {chosen} is {rise:+.1%} above the "
+               f"run's best {best_loss:.4g} ({best}), more than the allowed {max_rise:.1%}; evaluate the "
+               "best checkpoint (evaluation.checkpoints: best) or train fewer epochs "
+               "(finetune.hyperparameters.n_epochs)")  # fmt: skip
+    return CheckOutcome("overfitting", ok, msg, "validation_loss_rise", None, rise, max_rise)
 
 
 # --- safety ----------------------------------------------------------------------------------

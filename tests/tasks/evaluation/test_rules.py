@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tuneops.spec import GateConfig
-from tuneops.tasks.evaluation.rules import Gate, ModelScores, decide_promotion
+from tuneops.tasks.evaluation.rules import Gate, ModelScores, decide_promotion, overfitting_check
 from tuneops.tasks.evaluation.stats import Interval
 
 
@@ -83,13 +83,74 @@ def test_relative_change_from_a_zero_baseline(cand: float, expected: float, pass
     assert decision.checks[0].observed == expected and decision.passed is passed
 
 
-def test_improvement_is_required_over_every_baseline() -> None:
-    gate = Gate("f1", min_absolute_change=0.1)
+def test_each_gate_compares_with_the_baseline_it_names() -> None:
     few_shot = scores("few-shot", f1=0.75)
-    decision = decide_promotion(CAND, [BASE, few_shot], [gate])
+    on_base = Gate("f1", min_absolute_change=0.1)
+    on_few_shot = Gate("f1", min_absolute_change=0.1, baseline="few_shot")
+    decision = decide_promotion(CAND, [BASE, few_shot], [on_base, on_few_shot])
     assert [(c.against, c.passed) for c in decision.checks] == [("base", True), ("few-shot", False)]
     assert not decision.passed
     assert decision.reasons == ("f1 vs few-shot: absolute improvement 0.05 < required 0.1",)
+
+
+def test_a_gate_on_the_base_ignores_the_few_shot_baseline() -> None:
+    decision = decide_promotion(CAND, [BASE, scores("few-shot", f1=0.79)], [Gate("f1", min_absolute_change=0.1)])
+    assert [(c.against, c.passed) for c in decision.checks] == [("base", True)]
+    assert decision.passed
+
+
+def test_a_gate_on_a_baseline_that_was_not_evaluated_fails() -> None:
+    gate = Gate("f1", min_absolute_change=0.1, baseline="few_shot", require_significant=True)
+    decision = decide_promotion(CAND, [BASE], [gate])
+    assert not decision.passed
+    assert decision.reasons == ("f1 vs few-shot: that baseline was not evaluated",)
+
+
+def test_an_absolute_bar_needs_no_baseline() -> None:
+    decision = decide_promotion(CAND, [], [Gate("f1", threshold=0.8)])
+    assert kinds(decision) == [("threshold", True)]
+    assert not decide_promotion(CAND, [], [Gate("f1", threshold=0.9)]).passed
+
+
+@pytest.mark.parametrize(
+    ("chosen", "best", "max_rise", "passed", "observed"),
+    [
+        (1.0, 1.0, 0.1, True, 0.0),
+        (1.1, 1.0, 0.1, True, 0.1),  # exactly the allowed rise passes
+        (1.11, 1.0, 0.1, False, 0.11),
+        (0.9, 1.0, 0.0, True, 0.0),  # below the best (a checkpoint between logged ones): no rise
+        (1.5, 1.0, 0.0, False, 0.5),
+        (0.0, 0.0, 0.0, True, 0.0),
+        (0.1, 0.0, 10.0, False, math.inf),
+    ],
+)
+def test_overfitting_check(chosen: float, best: float, max_rise: float, passed: bool, observed: float) -> None:
+    check = overfitting_check(
+        chosen="final, epoch 5 (step 20)", chosen_loss=chosen, best="epoch 2 (step 8)", best_loss=best,
+        max_rise=max_rise,
+    )  # fmt: skip
+    assert (check.kind, check.passed, check.required) == ("overfitting", passed, max_rise)
+    assert check.observed == pytest.approx(observed)
+    if not passed:
+        assert "evaluation.checkpoints: best" in check.message and "n_epochs" in check.message
+        assert "epoch 2 (step 8)" in check.message and "final, epoch 5" in check.message
+
+
+@pytest.mark.parametrize(("chosen", "best"), [(None, 1.0), (1.0, None), (math.nan, 1.0)])
+def test_overfitting_check_without_a_validation_loss_fails(chosen: float | None, best: float | None) -> None:
+    check = overfitting_check(chosen="final", chosen_loss=chosen, best="?", best_loss=best, max_rise=0.1)
+    assert not check.passed and "validation split" in check.message
+
+
+def test_extra_checks_join_the_decision() -> None:
+    passed = decide_promotion(CAND, [BASE], [Gate("f1", min_absolute_change=0.1)])
+    bad = overfitting_check(chosen="final", chosen_loss=2.0, best="epoch 1", best_loss=1.0, max_rise=0.1)
+    good = overfitting_check(chosen="final", chosen_loss=1.0, best="epoch 1", best_loss=1.0, max_rise=0.1)
+    assert passed.with_checks([good]).passed
+    failed = passed.with_checks([bad])
+    assert not failed.passed
+    assert failed.reasons == (bad.message,)
+    assert failed.summary().startswith("gate failed: overfitting:")
 
 
 @pytest.mark.parametrize(
