@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
@@ -27,10 +28,12 @@ class MonitorOutcome:
     report_run_id: str | None
     emitted: bool
     event_summary: str | None
+    flow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.check.to_dict(),
+            "flow_run_id": self.flow_run_id,
             "report_run_id": self.report_run_id,
             "emitted": self.emitted,
             "event_summary": self.event_summary,
@@ -49,12 +52,17 @@ def monitor_drift(spec_path: str = "tuneops.yaml", emit: bool = True) -> Monitor
     spec, project_dir = load_spec(Path(spec_path))
     settings = TuneopsSettings.load(project_dir)
 
+    run_id = str(flow_run.get_id() or "") or None  # named in the event, so lineage finds this run
     check = check_drift(spec, settings)
-    report_run_id = log_drift_report_task(settings, check)
+    report_run_id = log_drift_report_task(settings, check, run_id)
     log.info("%s: %s", spec.model.name, check.verdict.summary())
     summary = None
     if check.verdict.drifted and emit:
-        summary = emit_drift_detected(check, report_run_id)
+        summary = emit_drift_detected(check, report_run_id, run_id)
     return MonitorOutcome(
-        check=check, report_run_id=report_run_id, emitted=summary is not None, event_summary=summary
+        check=check,
+        report_run_id=report_run_id,
+        emitted=summary is not None,
+        event_summary=summary,
+        flow_run_id=run_id,
     )

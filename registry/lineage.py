@@ -28,6 +28,7 @@ from tuneops.registry import conventions as c
 from tuneops.registry.ledger import Ledger, utcnow
 from tuneops.registry.mlflow_store import RegistryStore, RunSummary
 from tuneops.registry.tracking import TAG_SHA256
+from tuneops.registry.trigger import Trigger, trigger_of
 from tuneops.registry.types import LedgerEntry, RegisteredVersion
 from tuneops.requestlog import LoggedRequest, RequestLog
 from tuneops.routing_state import RoutingSnapshot, RoutingState
@@ -210,6 +211,7 @@ class Lineage:
     warnings: list[str] = field(default_factory=list)
     routing: Routing | None = None
     request: ServedRequest | None = None
+    trigger: Trigger | None = None  # why the run that made the version ran (drift: which check)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented, stable JSON form (see docs/lineage-json.md)."""
@@ -341,6 +343,7 @@ def build_lineage(
         generated_at=utcnow(),
         warnings=warnings,
         routing=routing,
+        trigger=trigger_of(store, eval_run, warnings),
     )
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from tuneops.registry.lineage import Lineage, Routing, ServedRequest, champion_rollout
+from tuneops.registry.trigger import Trigger
 from tuneops.registry.types import LedgerEntry
 
 
@@ -86,6 +87,8 @@ def lineage_tree(
     flow_node = version.add(f"Prefect flow run: {escape(flow)}")
     if prefect_ui_url and lineage.flow_run_id:
         flow_node.add(f"{prefect_ui_url.rstrip('/')}/runs/flow-run/{lineage.flow_run_id}")
+    if lineage.trigger is not None:
+        _trigger_node(flow_node, lineage.trigger, prefect_ui_url)
     cr = champion_rollout(lineage.ledger, lineage.version)
     if cr is not None:
         version.add(
@@ -98,6 +101,24 @@ def lineage_tree(
     for warning in lineage.warnings:
         root.add(f"[yellow]warning:[/yellow] {escape(warning)}")
     return root
+
+
+def _trigger_node(parent: Tree, trigger: Trigger, prefect_ui_url: str | None) -> None:
+    """Why the flow run ran; for drift, the monitor run and drift report that caused it."""
+    node = parent.add(f"triggered by {escape(trigger.kind)}: {escape(trigger.reason)}")
+    if trigger.kind != "drift":
+        return
+    monitor = trigger.monitor_flow_run_id or "not recorded"
+    run = node.add(f"monitor-drift flow run: {escape(monitor)}")
+    if prefect_ui_url and trigger.monitor_flow_run_id:
+        run.add(f"{prefect_ui_url.rstrip('/')}/runs/flow-run/{trigger.monitor_flow_run_id}")
+    status = f" ({escape(trigger.drift_status)})" if trigger.drift_status else ""
+    report = node.add(
+        f"drift report run: {escape(trigger.drift_report_run_id or 'not recorded')}{status}"
+        " (drift/report.md, drift/signals.png)"
+    )
+    if trigger.drift_summary:
+        report.add(escape(trigger.drift_summary))
 
 
 def _pct(share: float | None) -> str:

@@ -14,6 +14,7 @@ Pure module: Prefect is imported only inside ``emit``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 DRIFT_DETECTED = "tuneops.drift.detected"
@@ -37,12 +38,35 @@ VERSION = "version"  # the registered model version the event is about
 CANDIDATE = "candidate"  # the endpoint model that was evaluated
 MLFLOW_RUN_ID = "mlflow_run_id"
 DATASET_DIGEST = "dataset_digest"
+FLOW_RUN_ID = "flow_run_id"  # the Prefect flow run that emitted the event (e.g. monitor-drift's)
 PAYLOAD_KEYS: frozenset[str] = frozenset(
-    {MODEL, SUMMARY, REASONS, VERSION, CANDIDATE, MLFLOW_RUN_ID, DATASET_DIGEST}
+    {MODEL, SUMMARY, REASONS, VERSION, CANDIDATE, MLFLOW_RUN_ID, DATASET_DIGEST, FLOW_RUN_ID}
 )
 
 # What the retrain deployment's drift trigger passes as the flow's ``reason`` parameter.
 RETRAIN_REASON_TEMPLATE = "drift: {{ event.payload." + SUMMARY + " }}"
+
+
+# A drift event's summary names the check that found it, because the summary is all the retrain
+# trigger passes on (as ``reason``): lineage reads the two ids back from the recorded reason.
+DRIFT_REPORT_RUN = "drift report run"
+MONITOR_FLOW_RUN = "monitor-drift flow run"
+_DRIFT_REFERENCE = re.compile(
+    rf"({re.escape(DRIFT_REPORT_RUN)}|{re.escape(MONITOR_FLOW_RUN)}) ([0-9A-Za-z-]+)"
+)
+
+
+def drift_summary(verdict_summary: str, report_run_id: str | None, flow_run_id: str | None) -> str:
+    """The drift event's summary: the verdict's reasons, then the report run and monitor flow run."""
+    refs = [f"{DRIFT_REPORT_RUN} {report_run_id}"] if report_run_id else []
+    refs += [f"{MONITOR_FLOW_RUN} {flow_run_id}"] if flow_run_id else []
+    return f"{verdict_summary} ({', '.join(refs)})" if refs else verdict_summary
+
+
+def drift_references(reason: str) -> tuple[str | None, str | None]:
+    """The (drift report run id, monitor-drift flow run id) a :func:`drift_summary` names, if any."""
+    found = dict(m.groups() for m in _DRIFT_REFERENCE.finditer(reason))
+    return found.get(DRIFT_REPORT_RUN), found.get(MONITOR_FLOW_RUN)
 
 
 def model_resource_id(model_name: str) -> str:

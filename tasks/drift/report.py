@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from tuneops.registry.conventions import TAG_FLOW_RUN_ID
 from tuneops.settings import TuneopsSettings
 from tuneops.tasks.drift.rules import DriftVerdict
 
@@ -100,8 +101,14 @@ def log_drift_report(
     champion: Mapping[str, Any],
     notes: Sequence[str],
     checked_at: datetime,
+    *,
+    flow_run_id: str | None = None,
 ) -> tuple[str, str]:
-    """Log one check to MLflow; returns (run id, Markdown report)."""
+    """Log one check to MLflow; returns (run id, Markdown report).
+
+    ``flow_run_id`` is the ``monitor-drift`` flow run that made the check (tagged
+    ``tuneops.flow_run_id``), so lineage can go from a drift-triggered version to that run.
+    """
     from tuneops.registry.mlflow_store import RegistryStore
     from tuneops.registry.tracking import MetricPoint, RunTracker
 
@@ -111,6 +118,8 @@ def log_drift_report(
         "tuneops.drift.status": verdict.status,
         "tuneops.version": verdict.version or "",
     }
+    if flow_run_id:
+        tags[TAG_FLOW_RUN_ID] = flow_run_id
     run_id = tracker.start_run(verdict.model, f"drift-check-{checked_at:%Y%m%dT%H%M%S}", tags)
     metrics = verdict_metrics(verdict)
     stamp = int(checked_at.timestamp() * 1000)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneops import events
 from tuneops.requestlog import RequestLog, RequestRecord, insert_records
 from tuneops.serving.local.testing import as_jsonl, claims_chat_examples
 from tuneops.settings import TuneopsSettings
@@ -154,8 +155,10 @@ def test_traffic_on_another_topic_drifts_and_the_report_lands_in_mlflow(
     assert run.metrics["drift.drifted"] == 1.0
     artifacts = Path(settings.artifact_root.removeprefix("file://"))
     assert any(artifacts.rglob("drift/signals.png")) and any(artifacts.rglob("drift/report.md"))
-    summary = drift_event_summary(outcome.check, outcome.report_run_id)
+    assert outcome.flow_run_id and run.tags["tuneops.flow_run_id"] == outcome.flow_run_id
+    summary = drift_event_summary(outcome.check, outcome.report_run_id, outcome.flow_run_id)
     assert summary.startswith(verdict.summary()) and outcome.report_run_id in summary
+    assert events.drift_references(f"drift: {summary}") == (outcome.report_run_id, outcome.flow_run_id)
 
 
 @pytest.mark.slow

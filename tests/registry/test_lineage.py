@@ -85,6 +85,7 @@ def test_json_form_is_stable(build_version: Any, store: RegistryStore, ledger: L
         # --at (routing) or --request (both) was asked
         "routing",
         "request",
+        "trigger",  # why the retrain ran (drift: which check); an extension too
     }
     assert data["routing"] is None and data["request"] is None
     assert set(data["finetune"]) == {
