@@ -36,6 +36,7 @@ from tuneops.tasks.finetune.rules import (
     upload_filename,
 )
 from tuneops.tasks.finetune.types import (
+    Checkpoint,
     FineTuneJob,
     FineTuneRequest,
     InferenceTarget,
@@ -168,6 +169,30 @@ def event_from_sdk(event: Any) -> TrainingEvent:
     )
 
 
+def checkpoint_from_sdk(raw: Any) -> Checkpoint:
+    """Our Checkpoint from a ``fine_tuning.job.checkpoint``: the full-validation-set loss when the
+    provider computed one (``full_valid_loss``), else the last batch's ``valid_loss``."""
+    metrics = _plain(getattr(raw, "metrics", None))
+
+    def number(name: str) -> float | None:
+        value = metrics.get(name)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    full, batch = number("full_valid_loss"), number("valid_loss")
+    step = getattr(raw, "step_number", None)
+    if step is None:
+        step = number("step")
+    epoch = number("epoch")  # not in OpenAI's object; a provider that adds it is believed
+    return Checkpoint(
+        step=int(step or 0),
+        model=getattr(raw, "fine_tuned_model_checkpoint", "") or "",
+        epoch=int(epoch) if epoch is not None else None,
+        valid_loss=full if full is not None else batch,
+        train_loss=number("train_loss"),
+        created_at=getattr(raw, "created_at", None),
+    )
+
+
 class OpenAICompatibleProvider:
     """Files + fine-tuning jobs through the official ``OpenAI`` client.
 
@@ -295,6 +320,21 @@ class OpenAICompatibleProvider:
                 event_from_sdk(raw) for raw in self._client.fine_tuning.jobs.list_events(job_id, limit=_PAGE)
             ]
         return chronological(events, lambda e: e.created_at)
+
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """Every checkpoint of the job (all pages), in step order; [] where the provider has none.
+
+        A provider that does not implement the listing (404/405) has no checkpoints to offer:
+        the overfitting check then reports "unknown", it does not fail the run here.
+        """
+        try:
+            with translating(f"reading checkpoints of job {job_id}"):
+                raw = list(self._client.fine_tuning.jobs.checkpoints.list(job_id, limit=_PAGE))
+        except ProviderRejectedError as exc:
+            if exc.status_code in (404, 405):
+                return []
+            raise
+        return sorted((checkpoint_from_sdk(c) for c in raw), key=lambda c: c.step)
 
     def cancel_job(self, job_id: str) -> FineTuneJob:
         with translating(f"cancelling fine-tune job {job_id}"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tuneops.providers import LOCAL_PLACEHOLDER_KEY, resolve_endpoint
 from tuneops.tasks.finetune.types import (
+    Checkpoint,
     FineTuneJob,
     FineTuneRequest,
     InferenceTarget,
@@ -57,6 +58,10 @@ class FineTuneProvider(Protocol):
 
     def list_events(self, job_id: str) -> list[TrainingEvent]:
         """Every event of the job (all pages), oldest first whatever order the server lists."""
+        ...
+
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """The job's checkpoints in step order, with their validation loss ([] when none)."""
         ...
 
     def cancel_job(self, job_id: str) -> FineTuneJob:

@@ -184,6 +184,10 @@ def test_job_lifecycle_in_our_own_types(target: Target, tmp_path: Path) -> None:
     assert all(isinstance(e.train_loss or e.valid_loss, float) for e in metrics)
     assert any(isinstance(e.train_loss, float) for e in metrics)
 
+    checkpoints = target.provider.list_checkpoints(job.id)
+    assert checkpoints and [c.step for c in checkpoints] == sorted({c.step for c in checkpoints})
+    assert checkpoints[-1].model == f"{done.fine_tuned_model}:ckpt-step-{checkpoints[-1].step}"
+
     deployed = target.provider.deploy(done, "contract-deployment")
     where = target.provider.inference_target(deployed)
     assert where.model == deployed.endpoint_model

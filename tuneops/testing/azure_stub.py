@@ -255,12 +255,10 @@ class AzureOpenAIStubServer(OpenAIStubServer):
                 job[key] = body[key]
         return job
 
-    def _advance(self, job: dict[str, Any]) -> None:
-        super()._advance(job)
-        model = job.get("fine_tuned_model")
-        if model and model.startswith("ft:"):  # Azure names a fine-tune <base>.ft-<job>[-<suffix>]
-            tail = f"-{job['suffix']}" if job.get("suffix") else ""
-            job["fine_tuned_model"] = f"{job['model']}.ft-{job['id'].removeprefix('ftjob-')}{tail}"
+    def _model_name(self, job: dict[str, Any]) -> str:
+        """Azure names a fine-tune ``<base>.ft-<job>[-<suffix>]`` (its checkpoints add ``:ckpt-step-N``)."""
+        tail = f"-{job['suffix']}" if job.get("suffix") else ""
+        return f"{job['model']}.ft-{job['id'].removeprefix('ftjob-')}{tail}"
 
     # -- inference: the v1 surface (not in the vendored spec) ------------------------------------
     def serving(self, deployment: str) -> ServedModel | None:

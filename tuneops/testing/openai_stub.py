@@ -3,11 +3,13 @@
 The real cloud cannot be reached from the machines this project is tested on, and tuneops' own
 local service cannot be made to misbehave on cue. This stub can: it answers the documented shapes
 of ``/v1/files`` and ``/v1/fine_tuning/jobs`` (create, retrieve, list with ``metadata[k]=v`` and
-``after``/``limit`` pagination, events, cancel) and injects faults at the HTTP boundary: 429 with
+``after``/``limit`` pagination, events, checkpoints, cancel) and injects faults at the HTTP boundary: 429 with
 Retry-After, 500, a connection reset before the request is handled, and a response lost (reset or
 held past the client's timeout) *after* a job was created. Jobs advance one phase each time they
-are retrieved (validating_files → queued → running, one metrics event per step → succeeded), so
-tests are deterministic without sleeping.
+are retrieved (validating_files → queued → running, one metrics event and one checkpoint per step →
+succeeded), so tests are deterministic without sleeping. ``valid_losses`` scripts the validation
+loss of each step (an overfitting run: falling, then rising); the fine-tuned model is the last
+step's weights, as on OpenAI.
 
 Usage::
 
@@ -104,6 +106,7 @@ class StubState:
     file_contents: dict[str, bytes] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    checkpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     progress: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     counter: int = 0
@@ -124,6 +127,8 @@ class OpenAIStubServer:
         organization: the ``organization_id`` jobs report; also the middle of ``ft:`` model names.
         echo_metadata: false makes an OpenAI-compatible server that accepts job ``metadata`` but
             silently drops it (and ignores ``metadata[k]=v`` list filters), as some do.
+        valid_losses: the validation loss of each step (default: 1.1 x the training loss);
+            ``steps`` defaults to its length when given.
     """
 
     path_prefix = "/v1"
@@ -139,9 +144,11 @@ class OpenAIStubServer:
         organization: str = "org-stub",
         port: int = 0,
         echo_metadata: bool = True,
+        valid_losses: list[float] | None = None,
     ) -> None:
         self.api_key = api_key
-        self.steps = steps
+        self.valid_losses = list(valid_losses) if valid_losses else None
+        self.steps = len(valid_losses) if valid_losses and steps == 3 else steps
         self.fail_jobs_with = fail_jobs_with
         self.organization = organization
         self.echo_metadata = echo_metadata
@@ -326,6 +333,8 @@ class OpenAIStubServer:
             step = self.state.progress.get(job_id, 0) + 1
             self.state.progress[job_id] = step
             train_loss = round(2.0 / step, 4)
+            scripted = self.valid_losses
+            valid_loss = scripted[min(step, len(scripted)) - 1] if scripted else round(train_loss * 1.1, 4)
             self._event(
                 job_id,
                 f"Step {step}/{self.steps}: training loss={train_loss}",
@@ -333,19 +342,38 @@ class OpenAIStubServer:
                     "step": step,
                     "total_steps": self.steps,
                     "train_loss": train_loss,
-                    "valid_loss": round(train_loss * 1.1, 4),
+                    "valid_loss": valid_loss,
                     "train_mean_token_accuracy": 0.5,
                 },
             )
+            model = self._model_name(job)
+            self.state.checkpoints.setdefault(job_id, []).append(
+                {
+                    "object": "fine_tuning.job.checkpoint",
+                    "id": self.state.next_id("ftckpt"),
+                    "created_at": _now(),
+                    "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{step}",
+                    "fine_tuning_job_id": job_id,
+                    "metrics": {
+                        "step": step,
+                        "train_loss": train_loss,
+                        "valid_loss": valid_loss,
+                        "full_valid_loss": valid_loss,
+                    },
+                    "step_number": step,
+                }
+            )
             if step >= self.steps:
-                suffix = job.get("suffix") or ""
                 job.update(
                     status="succeeded",
                     finished_at=_now(),
                     trained_tokens=1000 * self.steps,
-                    fine_tuned_model=f"ft:{job['model']}:{self.organization}:{suffix}:{job_id[-8:]}",
+                    fine_tuned_model=model,
                 )
                 self._event(job_id, "The job has successfully completed")
+
+    def _model_name(self, job: dict[str, Any]) -> str:
+        return f"ft:{job['model']}:{self.organization}:{job.get('suffix') or ''}:{job['id'][-8:]}"
 
     def _paginate(
         self, items: list[dict[str, Any]], query: dict[str, list[str]], default: int
@@ -404,7 +432,7 @@ class OpenAIStubServer:
                 if all((j.get("metadata") or {}).get(k) == v for k, v in wanted.items())
             ]
             return 200, self._paginate(items, query, 20), {}
-        match = re.fullmatch(r"/fine_tuning/jobs/([^/]+)(/events|/cancel)?", path)
+        match = re.fullmatch(r"/fine_tuning/jobs/([^/]+)(/events|/checkpoints|/cancel)?", path)
         if match:
             found_job = state.jobs.get(match.group(1))
             if found_job is None:
@@ -421,6 +449,12 @@ class OpenAIStubServer:
             if method == "GET" and action == "/events":
                 events = list(reversed(state.events.get(job["id"], [])))
                 return 200, self._paginate(events, query, 20), {}
+            if method == "GET" and action == "/checkpoints":  # newest first, as OpenAI lists them
+                checkpoints = list(reversed(state.checkpoints.get(job["id"], [])))
+                page = self._paginate(checkpoints, query, 10)
+                page["first_id"] = page["data"][0]["id"] if page["data"] else None
+                page["last_id"] = page["data"][-1]["id"] if page["data"] else None
+                return 200, page, {}
             if method == "POST" and action == "/cancel":
                 if job["status"] not in {"succeeded", "failed", "cancelled"}:
                     job.update(status="cancelled", finished_at=_now())
