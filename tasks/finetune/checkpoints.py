@@ -106,7 +106,7 @@ class TrainingReport:
             "final_valid_loss": final.valid_loss if final else None,
             "validation_loss_rise": self.validation_loss_rise,
             "stopped_early": None if self.stopped_early is None else float(self.stopped_early),
-            "checkpoints": float(len(self.checkpoints)),
+            "checkpoint_count": float(len(self.checkpoints)),
         }
         return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
 

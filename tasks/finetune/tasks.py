@@ -21,10 +21,11 @@ from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.finetune.dataset import local_split_path
+from tuneops.tasks.finetune.checkpoints import TrainingReport, analyse_training
 from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
 from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_name
 from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job
-from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
+from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget, TrainingEvent
 from tuneops.tasks.finetune.wait import LoggedProgress, follow_job, progress_listener
 
 if TYPE_CHECKING:
@@ -43,6 +44,33 @@ def _estimated_tokens(job: FineTuneJob) -> int | None:
 
 def _provider(spec: Spec, settings: TuneopsSettings, provider: FineTuneProvider | None) -> FineTuneProvider:
     return provider or provider_for(spec.provider, settings)
+
+
+def training_report_of(
+    provider: FineTuneProvider, job: FineTuneJob, events: list[TrainingEvent] | None = None
+) -> TrainingReport:
+    """What the job's checkpoints say about overfitting (epochs from the events' step count)."""
+    events = provider.list_events(job.id) if events is None else events
+    total_steps = max((e.total_steps or 0 for e in events), default=0) or None
+    epochs = job.hyperparameters.get("n_epochs")
+    return analyse_training(
+        provider.list_checkpoints(job.id),
+        final_model=job.fine_tuned_model,
+        epochs_requested=epochs if isinstance(epochs, int) else None,
+        total_steps=total_steps,
+    )
+
+
+def read_training_report(
+    spec: Spec, settings: TuneopsSettings, job: FineTuneJob, *, provider: FineTuneProvider | None = None
+) -> TrainingReport:
+    """The finished job's checkpoint report, read from the provider (plain function)."""
+    chosen = _provider(spec, settings, provider)
+    try:
+        return training_report_of(chosen, job)
+    finally:
+        if provider is None:
+            chosen.close()
 
 
 def submit_job_for(
@@ -89,13 +117,22 @@ def wait_for_job(
         estimated = cost_of(spec, estimate_from).training_tokens if estimate_from else _estimated_tokens(job)
         price = spec.finetune.price_per_million_training_tokens
         tracker.log_start(job, estimated, price, dataset_ref or job.metadata.get("tuneops_dataset", ""))
+        seen: list[TrainingEvent] = []
+
+        def on_events(events: list[TrainingEvent]) -> None:
+            seen.extend(events)
+            tracker.log_events(events)
+
         try:
-            done = follow_job(chosen, job, poll=poll, retry=retry, on_events=tracker.log_events)
+            done = follow_job(chosen, job, poll=poll, retry=retry, on_events=on_events)
         except FineTuneFailedError:
             tracker.log_finish(chosen.get_job(job.id), spec.finetune.price_per_million_training_tokens)
             raise
         done = chosen.deploy(done, deployment_name(spec.model.name, done.id), model_name=spec.model.name)
-        tracker.log_finish(done, spec.finetune.price_per_million_training_tokens)
+        report = training_report_of(chosen, done, seen)
+        log.info("fine-tune %s: %s", done.id, report.summary())
+        tracker.log_training(report)
+        tracker.log_finish(done, spec.finetune.price_per_million_training_tokens, best=report.best)
         return done
     finally:
         if provider is None:
@@ -221,6 +258,12 @@ def retire_deployments_for(
     finally:
         if provider is None:
             chosen.close()
+
+
+@task(name="read-training-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def training_report(spec: Spec, settings: TuneopsSettings, job: FineTuneJob) -> TrainingReport:
+    """The finished job's checkpoints: best epoch, stopped early, final-vs-best validation loss."""
+    return read_training_report(spec, settings, job)
 
 
 @task(name="retire-deployments", cache_policy=NO_CACHE, retries=0)

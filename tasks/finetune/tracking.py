@@ -1,4 +1,6 @@
-"""MLflow side of the fine-tune stage: parameters, step metrics from job events, cost, loss curve.
+"""MLflow side of the fine-tune stage: parameters, step metrics from job events, cost, loss curve,
+and the overfitting check read from the job's checkpoints (``best_epoch``, ``stopped_early``,
+``validation_loss_rise``; the plot marks the best checkpoint).
 
 Only values we choose are logged: the job's hyperparameters, ids, token counts and costs. Nothing
 from settings is ever logged, so API keys cannot leak into the tracking store. What to log is
@@ -8,6 +10,7 @@ decided here; the writing goes through the registry's ``RunTracker`` (no MLflow 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,11 +18,13 @@ from tuneops.registry.conventions import RUN_KIND_FINETUNE, TAG_JOB_ID, TAG_RUN_
 from tuneops.registry.tracking import MetricPoint, RunTracker, stage_inputs
 from tuneops.registry.types import DatasetLink
 from tuneops.settings import TuneopsSettings
+from tuneops.tasks.finetune.checkpoints import TrainingReport, describe
 from tuneops.tasks.finetune.rules import new_metric_events
-from tuneops.tasks.finetune.types import FineTuneJob, TrainingEvent
+from tuneops.tasks.finetune.types import Checkpoint, FineTuneJob, TrainingEvent
 
 LOSS_CURVE_DIR = "finetune"
 LOSS_CURVE_ARTIFACT = f"{LOSS_CURVE_DIR}/loss_curve.png"
+CHECKPOINTS_ARTIFACT = f"{LOSS_CURVE_DIR}/checkpoints.json"
 
 
 def open_job_run(
@@ -110,8 +115,19 @@ class FineTuneTracker:
             self.logged_steps.update(e.step or 0 for e in fresh)
             self.last_step = max(self.logged_steps)
 
-    def log_finish(self, job: FineTuneJob, price_per_million: float) -> None:
-        """Trained tokens, actual cost, the result model and a loss-curve PNG."""
+    def log_training(self, report: TrainingReport) -> None:
+        """The overfitting check: ``best_epoch``, ``best_step``, ``stopped_early`` (0/1),
+        ``validation_loss_rise`` (final vs best, relative), the losses, and every checkpoint."""
+        metrics = [MetricPoint(k, v) for k, v in report.metrics().items()]
+        tags = {"tuneops.training": report.summary()[:500]}
+        self.tracker.log_batch(self.run_id, metrics=metrics, tags=tags)
+        payload = json.dumps(report.to_dict(), indent=2, sort_keys=True).encode()
+        self.tracker.log_bytes(self.run_id, payload, CHECKPOINTS_ARTIFACT)
+
+    def log_finish(
+        self, job: FineTuneJob, price_per_million: float, *, best: Checkpoint | None = None
+    ) -> None:
+        """Trained tokens, actual cost, the result model and a loss-curve PNG (``best`` marked)."""
         metrics = []
         if job.trained_tokens is not None:
             metrics = [
@@ -129,12 +145,16 @@ class FineTuneTracker:
         existing = self.tracker.params(self.run_id)
         params = {f"hp.{k}": v for k, v in job.hyperparameters.items() if f"hp.{k}" not in existing}
         self.tracker.log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
-        png = self.loss_curve_png()
+        png = self.loss_curve_png(best)
         if png is not None:
             self.tracker.log_bytes(self.run_id, png, LOSS_CURVE_ARTIFACT)
 
-    def loss_curve_png(self) -> bytes | None:
-        """The run's train/valid loss curves as a PNG (matplotlib, Agg backend), or None."""
+    def loss_curve_png(self, best: Checkpoint | None = None) -> bytes | None:
+        """The run's train/valid loss curves as a PNG (matplotlib, Agg backend), or None.
+
+        ``best`` (the lowest-validation-loss checkpoint) is drawn as a vertical line: a
+        validation curve rising after it is the picture of overfitting.
+        """
         series = {k: self.tracker.metric_history(self.run_id, k) for k in ("train_loss", "valid_loss")}
         if not any(series.values()):
             return None
@@ -146,6 +166,9 @@ class FineTuneTracker:
             points = sorted((m.step, m.value) for m in history)
             if points:
                 axes.plot([p[0] for p in points], [p[1] for p in points], label=name, marker=".")
+        if best is not None and best.valid_loss is not None:
+            axes.axvline(best.step, color="green", linestyle="--", label=f"best: {describe(best)}")
+            axes.plot([best.step], [best.valid_loss], marker="*", markersize=12, color="green")
         axes.set_xlabel("step")
         axes.set_ylabel("loss")
         axes.legend()

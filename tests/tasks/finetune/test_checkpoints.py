@@ -118,7 +118,7 @@ def test_no_validation_loss_means_unknown_not_zero():
 def test_no_checkpoints_at_all():
     found = analyse_training([], final_model=FINAL, epochs_requested=3)
     assert (found.best, found.final, found.stopped_early, found.validation_loss_rise) == (None, None, None, None)
-    assert found.metrics() == {"checkpoints": 0.0}
+    assert found.metrics() == {"checkpoint_count": 0.0}
 
 
 def test_unknown_epochs_leave_epoch_unset_and_stopped_early_unknown():

@@ -183,3 +183,32 @@ def test_logged_progress_says_each_status_once_and_steps_at_most_every_interval(
         "step 4/9: train_loss 1.500",
         "fine-tune ftjob-1 is succeeded",
     ]
+
+
+def test_the_overfitting_check_reaches_mlflow_from_the_checkpoints(make_spec, settings, dataset) -> None:
+    """Validation loss falls to epoch 2, then rises: best_epoch 2, +50% at the end, plot marked."""
+    import json
+
+    from tuneops.tasks.finetune.tracking import CHECKPOINTS_ARTIFACT
+
+    with OpenAIStubServer(valid_losses=[2.0, 1.2, 1.5, 1.8]) as overfit:
+        adapter = OpenAICompatibleProvider(kind="openai", base_url=overfit.base_url, api_key="k")
+        spec = make_spec(hyperparameters={"n_epochs": 4}).model_copy(
+            update={"provider": make_spec().provider.model_copy(update={"base_url": overfit.base_url})}
+        )
+        job = submit_job_for(spec, settings, dataset, provider=adapter, retry=FAST)
+        done = wait_for_job(spec, settings, job, provider=adapter, poll=FAST_POLL)
+        adapter.close()
+    client, run = _run(settings)
+    metrics = run.data.metrics
+    assert metrics["best_epoch"] == 2 and metrics["best_step"] == 2
+    assert metrics["stopped_early"] == 0.0
+    assert metrics["validation_loss_rise"] == pytest.approx(0.5)
+    assert metrics["best_valid_loss"] == 1.2 and metrics["final_valid_loss"] == 1.8
+    assert "best epoch 2 (step 2)" in run.data.tags["tuneops.training"]
+    saved = Path(client.download_artifacts(run.info.run_id, CHECKPOINTS_ARTIFACT, str(settings.project_dir)))
+    listed = json.loads(saved.read_text())
+    assert listed["final_model"] == done.fine_tuned_model
+    assert [c["epoch"] for c in listed["checkpoints"]] == [1, 2, 3, 4]
+    png = Path(client.download_artifacts(run.info.run_id, LOSS_CURVE_ARTIFACT, str(settings.project_dir)))
+    assert png.read_bytes().startswith(b"\x89PNG")
