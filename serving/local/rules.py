@@ -23,7 +23,9 @@ DEFAULT_N_EPOCHS = 3
 MAX_N_EPOCHS = 50
 MAX_BATCH_SIZE = 256
 MIN_TRAINING_EXAMPLES = 10
-DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+# GPT-2's attention and MLP (tuneops-tiny), and the usual q/v projections of Llama-style models
+# (smollm2-135m-instruct): LoRA trains those present; a model with none of them gets all linear layers.
+DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "q_proj", "v_proj")
 _ID_ALPHABET = string.ascii_letters + string.digits
 _SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FT_NAME = re.compile(

@@ -9,7 +9,8 @@ Layout of ``home`` (the settings' ``models_dir``)::
 
     service.db                 files, jobs, events, checkpoints (SQLite, WAL)
     files/<file-id>            uploaded and result files
-    base/<model-id>/           base models (``tuneops-tiny`` is built here on first use)
+    base/<model-id>/           base models (``tuneops-tiny`` and ``smollm2-135m-instruct`` are built
+                               here on first use)
     jobs/<job-id>/             checkpoints/epoch-N/ and the final adapter/
 """
 
@@ -28,6 +29,13 @@ from typing import Any
 
 from tuneops.errors import ServiceError
 from tuneops.serving.local.chatdata import ChatFileError, parse_chat_jsonl
+from tuneops.serving.local.pretrained import (
+    SMOLLM2_MODEL_ID,
+    PackageMissing,
+    build_problem,
+    ensure_smollm2,
+    gguf_source,
+)
 from tuneops.serving.local.rules import (
     MIN_TRAINING_EXAMPLES,
     ApiError,
@@ -84,7 +92,7 @@ class LocalService:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._cancel_requested: set[str] = set()
-        self._tiny_lock = threading.Lock()
+        self._build_lock = threading.Lock()  # one base-model build at a time
         self._status_lock = threading.Lock()  # job status transitions: worker vs cancel
         self._worker: threading.Thread | None = None
         self._lock_file: Any = None
@@ -150,11 +158,14 @@ class LocalService:
 
     # models
     def base_models(self) -> dict[str, Path]:
-        """Base model ids and folders: ``tuneops-tiny``, folders under ``base/``, ``--base-model-dir``s."""
+        """Base model ids and folders: the built-in two, folders under ``base/``, ``--base-model-dir``s."""
         stamp = self.base_dir.stat().st_mtime_ns  # re-list only when a folder was added or removed
         if self._base_cache is not None and self._base_cache[0] == stamp:
             return self._base_cache[1]
-        found = {TINY_MODEL_ID: self.base_dir / TINY_MODEL_ID}
+        found = {
+            TINY_MODEL_ID: self.base_dir / TINY_MODEL_ID,
+            SMOLLM2_MODEL_ID: self.base_dir / SMOLLM2_MODEL_ID,
+        }
         for folder in sorted(self.base_dir.iterdir()):
             if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file():
                 found[folder.name] = folder
@@ -164,14 +175,30 @@ class LocalService:
         return found
 
     def base_model_dir(self, model_id: str) -> Path:
-        """The folder of a base model, building ``tuneops-tiny`` first if needed."""
+        """The folder of a base model, building a built-in one first if needed."""
         folder = self.base_models().get(model_id)
         if folder is None:
             raise _model_not_found(model_id)
-        if model_id == TINY_MODEL_ID and folder == self.base_dir / TINY_MODEL_ID and not is_built(folder):
-            with self._tiny_lock:
+        if folder != self.base_dir / model_id or not self.needs_build(model_id):
+            return folder
+        with self._build_lock:
+            if model_id == TINY_MODEL_ID:
                 ensure_tiny_model(folder, self.config.tiny_profile, log=log.info)
+            else:
+                try:
+                    ensure_smollm2(folder, log=log.info)
+                except PackageMissing as exc:
+                    raise _package_missing(exc) from exc
         return folder
+
+    def needs_build(self, model_id: str) -> bool:
+        """True when a built-in base model is not (completely) built in this home yet."""
+        folder = self.base_dir / model_id
+        if model_id == TINY_MODEL_ID:
+            return not is_built(folder)
+        if model_id == SMOLLM2_MODEL_ID:
+            return build_problem(folder) is not None
+        return False
 
     def list_models(self) -> list[dict[str, Any]]:
         models = [
@@ -291,6 +318,8 @@ class LocalService:
                 param="model",
                 code="model_not_available",
             )
+        if model == SMOLLM2_MODEL_ID and self.needs_build(model) and gguf_source() is None:
+            raise _package_missing(PackageMissing())
         requested = parse_hyperparameters(body.get("hyperparameters"), body.get("method"))
         suffix = validate_suffix(body.get("suffix"))
         metadata = validate_metadata(body.get("metadata"))
@@ -460,11 +489,15 @@ class LocalService:
         hp_fields = dict(internal["hyperparameters"])
         hp_fields["lora_target_modules"] = tuple(hp_fields["lora_target_modules"])
         hp = Hyperparameters(**hp_fields)
-        if job["model"] == TINY_MODEL_ID and not is_built(self.base_models()[TINY_MODEL_ID]):
+        if self.needs_build(job["model"]):
             self._event(
-                job_id, f"Building the base model {TINY_MODEL_ID} on first use (about a minute on a CPU)"
+                job_id, f"Building the base model {job['model']} on first use (about a minute on a CPU)"
             )
-        base_dir = self.base_model_dir(job["model"])
+        try:
+            base_dir = self.base_model_dir(job["model"])
+        except ApiError as exc:
+            self._fail(job_id, "model_not_available", exc.message)
+            return
         name = fine_tuned_model_name(job["model"], job.get("user_provided_suffix"), job_id)
 
         def on_checkpoint(epoch: int, step: int, metrics: dict[str, float], path: Path) -> None:
@@ -586,6 +619,10 @@ def _metrics_csv(rows: list[dict[str, Any]]) -> bytes:
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return out.getvalue().encode()
+
+
+def _package_missing(exc: PackageMissing) -> ApiError:
+    return ApiError(str(exc), status_code=400, param="model", code="model_not_available")
 
 
 def _model_not_found(name: str) -> ApiError:

