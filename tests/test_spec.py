@@ -57,10 +57,14 @@ def test_missing_spec_says_how_to_create_one(tmp_path: Path):
 
 
 def test_finetune_from_and_overfitting_gate(tmp_path: Path):
-    spec, _ = load_spec(write(tmp_path, MINIMAL + "finetune: {from: champion, max_validation_loss_rise: 0.1}\n"))
+    spec, _ = load_spec(
+        write(tmp_path, MINIMAL + "finetune: {from: champion, max_validation_loss_rise: 0.1}\n")
+    )
     assert spec.finetune.from_ == "champion" and spec.finetune.from_alias == "champion"
     assert spec.finetune.max_validation_loss_rise == 0.1
-    explicit, _ = load_spec(write(tmp_path, MINIMAL + "finetune: {from: 'ft:tuneops-tiny:tuneops:bot:abcd1234'}\n"))
+    explicit, _ = load_spec(
+        write(tmp_path, MINIMAL + "finetune: {from: 'ft:tuneops-tiny:tuneops:bot:abcd1234'}\n")
+    )
     assert explicit.finetune.from_alias is None
     assert explicit.finetune.from_ == "ft:tuneops-tiny:tuneops:bot:abcd1234"
     default, _ = load_spec(write(tmp_path, MINIMAL))

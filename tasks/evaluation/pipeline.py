@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,12 @@ from pathlib import Path
 from tuneops.providers import resolve_endpoint
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
+from tuneops.tasks.evaluation.checkpoints import (
+    overfitting_checks,
+    primary_metric,
+    training_markdown,
+    winner_of,
+)
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
 from tuneops.tasks.evaluation.nltk_data import nltk_data_dir
@@ -36,6 +43,7 @@ from tuneops.tasks.evaluation.types import (
     TestExample,
     examples_digest,
 )
+from tuneops.tasks.finetune.checkpoints import TrainingReport
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,11 @@ class EvaluationResult:
     def passed(self) -> bool:
         return self.decision.passed
 
+    @property
+    def candidate_model(self) -> str:
+        """The model id that was gated (the winner, when several checkpoints were evaluated)."""
+        return self.summaries[self.decision.candidate].model
+
 
 def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id: str) -> ModelUnderTest:
     """A model reached through the spec's provider, prompted with the production system prompt."""
@@ -83,18 +96,20 @@ def model_under_test(spec: Spec, settings: TuneopsSettings, label: str, model_id
     )
 
 
-def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int) -> ModelUnderTest:
-    """The base model prompted with the first ``shots`` training rows (the prompt-engineering baseline).
+def few_shot_variant(base: ModelUnderTest, train_split: Path, shots: int, seed: int = 42) -> ModelUnderTest:
+    """The base model prompted with ``shots`` training rows (the prompt-engineering baseline).
 
-    Shots come from the *train* split, never the test split, so the baseline is not shown answers.
+    Shots are drawn with ``seed`` from the *train* split, never the test split, so the baseline
+    is not shown answers; each becomes a user turn and the reference answer an assistant turn.
     """
-    rows = read_test_split(train_split, max_rows=shots)
+    rows = read_test_split(train_split)
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), min(shots, len(rows))))
     examples = tuple(
         (
-            *tuple((role, content) for role, content in ex.messages if role != "system"),
-            ("assistant", ex.reference),
+            *tuple((role, content) for role, content in rows[i].messages if role != "system"),
+            ("assistant", rows[i].reference),
         )
-        for ex in rows
+        for i in chosen
     )
     return ModelUnderTest(
         label=FEW_SHOT_LABEL,
@@ -136,12 +151,13 @@ def evaluate_candidate(
     spec: Spec,
     settings: TuneopsSettings,
     test_split: Path,
-    candidate: ModelUnderTest,
+    candidate: ModelUnderTest | Sequence[ModelUnderTest],
     base: ModelUnderTest,
     champion: ModelUnderTest | None = None,
     dataset_digest: str | None = None,
     *,
     few_shot_source: Path | None = None,
+    training: TrainingReport | None = None,
     log_to_mlflow: bool = True,
     show_progress: bool = True,
     extra_tags: dict[str, str] | None = None,
@@ -152,12 +168,15 @@ def evaluate_candidate(
         spec: the project spec (metrics, gates, ceilings, generation settings).
         settings: where MLflow and the answer cache live.
         test_split: local JSONL path of the held-out split.
-        candidate: the fine-tune; ``label`` should be ``candidate``.
+        candidate: the fine-tune (``label`` ``candidate``), or several checkpoints of it (labels
+            ``ckpt-step-N``): all are answered and scored, the winner is gated.
         base: the base model with the production system prompt.
         champion: the current champion, when there is one.
         dataset_digest: the dataset version's sha256 (cache key and lineage); hashed from the
             rows when not given.
         few_shot_source: the train split, for the few-shot baseline when the spec asks for one.
+        training: the job's checkpoint report: picks among checkpoints on ties, and feeds the
+            overfitting gate (``finetune.max_validation_loss_rise``) and the report.
         log_to_mlflow: write the evaluation run (off only for dry runs).
         show_progress: draw progress bars.
         extra_tags: more MLflow tags (e.g. the lead's ``tuneops.flow_run_id``).
@@ -170,18 +189,19 @@ def evaluate_candidate(
     check_metrics(_metrics(spec), [gate.metric for gate in config.gates])
     examples = read_test_split(test_split, max_rows=config.max_rows)
     digest = dataset_digest or examples_digest(examples)
-    models = [candidate, base]
-    if config.few_shot_baseline:
+    candidates = [candidate] if isinstance(candidate, ModelUnderTest) else list(candidate)
+    models = [*candidates, base]
+    if config.few_shot is not None:
         if few_shot_source is not None:
-            few_shot = few_shot_variant(base, few_shot_source, config.few_shot_baseline)
+            shots = few_shot_variant(base, few_shot_source, config.few_shot.examples, config.few_shot.seed)
             price = config.prices.get(FEW_SHOT_LABEL)  # type: ignore[call-overload]
             if price is not None:
-                few_shot = replace(
-                    few_shot,
+                shots = replace(
+                    shots,
                     price_per_1m_input_tokens=price.input_per_million_tokens,
                     price_per_1m_output_tokens=price.output_per_million_tokens,
                 )
-            models.append(few_shot)
+            models.append(shots)
         else:
             log.warning("few-shot baseline skipped: no train split given to draw examples from")
     if champion is not None:
@@ -203,11 +223,6 @@ def evaluate_candidate(
         )
         for model in models
     ]
-    safety = None
-    if config.safety is not None:
-        safety = evaluate_safety(
-            spec, settings, candidate, base, examples, answers, show_progress=show_progress
-        )
     return _score_and_decide(
         spec,
         settings,
@@ -215,9 +230,11 @@ def evaluate_candidate(
         answers,
         digest,
         Path(test_split),
+        candidates=len(candidates),
+        training=training,
         log_to_mlflow=log_to_mlflow,
         extra_tags=extra_tags,
-        safety=safety,
+        show_progress=show_progress,
     )
 
 
@@ -229,10 +246,16 @@ def _score_and_decide(
     digest: str,
     test_split: Path,
     *,
+    candidates: int,
+    training: TrainingReport | None,
     log_to_mlflow: bool,
     extra_tags: dict[str, str] | None,
-    safety: SafetyEvaluation | None = None,
+    show_progress: bool,
 ) -> EvaluationResult:
+    """Score everything, pick the winning candidate, gate it (safety, overfitting), log the run.
+
+    ``answers`` are the ``candidates`` first, then the base, the few-shot base and the champion.
+    """
     config = spec.evaluation
     fmt = config.format
     format_evaluator = FormatComplianceEvaluator(
@@ -256,18 +279,18 @@ def _score_and_decide(
         "seed": spec.finetune.seed,
     }
     summaries = {a.label: summarise_model(a, rows.for_model(a.label), **boot) for a in answers}
-    cand_label = answers[0].label
+    contenders, others = answers[:candidates], answers[candidates:]
+    winner = contenders[winner_of(spec, [a.model for a in contenders], summaries, training)]
+    cand_label = winner.label
     comparisons = {
-        a.label: compare(rows.for_model(cand_label), rows.for_model(a.label), **boot) for a in answers[1:]
+        a.label: compare(rows.for_model(cand_label), rows.for_model(a.label), **boot) for a in others
     }
     baselines = [
-        scores_for_gate(summaries[a.label], comparisons[a.label])
-        for a in answers[1:]
-        if a.label != CHAMPION_LABEL
+        scores_for_gate(summaries[a.label], comparisons[a.label]) for a in others if a.label != CHAMPION_LABEL
     ]
-    champion = next((a for a in answers[1:] if a.label == CHAMPION_LABEL), None)
+    champion = next((a for a in others if a.label == CHAMPION_LABEL), None)
     decision = decide_promotion(
-        scores_for_gate(summaries[cand_label], failed_rows=len(answers[0].failed)),
+        scores_for_gate(summaries[cand_label], failed_rows=len(winner.failed)),
         baselines,
         config.gates,
         champion=scores_for_gate(summaries[CHAMPION_LABEL], comparisons[CHAMPION_LABEL])
@@ -276,15 +299,28 @@ def _score_and_decide(
         beat_champion=config.beat_champion,
         max_latency_p95_ms=config.max_latency_p95_ms,
         max_cost_per_1k_requests_usd=config.max_cost_per_1k_requests_usd,
-    )
-    if safety is not None:
+    ).with_checks(overfitting_checks(spec, winner.model.model, training))
+    safety = None
+    if config.safety is not None:
+        safety = evaluate_safety(
+            spec, settings, winner.model, others[0].model, examples, [winner, *others],
+            show_progress=show_progress,
+        )  # fmt: skip
         decision = decision.with_safety(safety.decision)
-    ordered = [summaries[a.label] for a in answers]
+    ordered = [summaries[a.label] for a in (winner, *others, *(a for a in contenders if a is not winner))]
     markdown = markdown_table(ordered, comparisons, cand_label, config.confidence)
     markdown = f"### Evaluation of `{spec.model.name}`: {decision.summary()}\n\n{markdown}"
+    if candidates > 1:
+        markdown += (
+            f"\n\n{candidates} checkpoints evaluated; `{cand_label}` ({winner.model.model}) won on "
+            f"{primary_metric(spec)[0]} and is the one gated."
+        )
+    section = training_markdown(training, winner.model.model)
+    if section:
+        markdown += "\n\n" + section
     if safety is not None and config.safety is not None:
         markdown += "\n\n" + safety_markdown(
-            safety, cand_label, answers[1].label, dict(config.safety.ceilings)
+            safety, cand_label, others[0].label, dict(config.safety.ceilings)
         )
     if rows.skipped:
         markdown += "\n\nSkipped metrics: " + "; ".join(f"{m} ({why})" for m, why in rows.skipped.items())

@@ -133,7 +133,11 @@ class TrainingReport:
 
 def describe(checkpoint: Checkpoint) -> str:
     """``epoch 3 (step 12)``, or ``step 12`` when the epoch is unknown."""
-    return f"epoch {checkpoint.epoch} (step {checkpoint.step})" if checkpoint.epoch else f"step {checkpoint.step}"
+    return (
+        f"epoch {checkpoint.epoch} (step {checkpoint.step})"
+        if checkpoint.epoch
+        else f"step {checkpoint.step}"
+    )
 
 
 def _loss(value: float | None) -> str:

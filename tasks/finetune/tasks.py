@@ -20,8 +20,8 @@ from tuneops.providers import resolve_endpoint
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
-from tuneops.tasks.finetune.dataset import local_split_path
 from tuneops.tasks.finetune.checkpoints import TrainingReport, analyse_training
+from tuneops.tasks.finetune.dataset import local_split_path
 from tuneops.tasks.finetune.provider import FineTuneProvider, provider_for
 from tuneops.tasks.finetune.rules import PollPolicy, RetryPolicy, deployment_name
 from tuneops.tasks.finetune.submit import ESTIMATE_METADATA_KEY, TRAINED_SPLITS, cost_of, submit_job

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,6 +18,7 @@ from mlflow import MlflowClient
 
 from tuneops.errors import ProviderError
 from tuneops.settings import TuneopsSettings
+from tuneops.spec import FineTuneConfig
 from tuneops.tasks.evaluation.pipeline import (
     BASE_LABEL,
     CANDIDATE_LABEL,
@@ -24,11 +26,15 @@ from tuneops.tasks.evaluation.pipeline import (
     FEW_SHOT_LABEL,
     EvaluationResult,
     evaluate_candidate,
+    few_shot_variant,
     model_under_test,
 )
+from tuneops.tasks.evaluation.types import ModelUnderTest
+from tuneops.tasks.finetune.checkpoints import TrainingReport, analyse_training
+from tuneops.tasks.finetune.types import Checkpoint
 from tuneops.testing.chat_stub import ChatStub, StubConfig, running_chat_stub
 
-from .conftest import STUB_KEY, make_spec, stub_answer
+from .conftest import QUESTIONS, STUB_KEY, make_spec, stub_answer
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +146,8 @@ def test_fail_on_latency_ceiling(stub: ChatStub, eval_settings: TuneopsSettings,
 def test_few_shot_baseline_from_the_train_split(
     stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
 ) -> None:
-    spec = make_spec(stub.base_url, gates=[F1_GATE], few_shot_baseline=2)
+    few_shot_gate = {"metric": "f1", "baseline": "few_shot", "min_absolute_change": 0.2}
+    spec = make_spec(stub.base_url, gates=[F1_GATE, few_shot_gate], few_shot={"examples": 2, "seed": 5})
     result = evaluate_candidate(
         spec, eval_settings, test_file,
         model_under_test(spec, eval_settings, CANDIDATE_LABEL, "ft-good"),
@@ -152,7 +159,79 @@ def test_few_shot_baseline_from_the_train_split(
         BASE_LABEL,
         FEW_SHOT_LABEL,
     ]
+    assert result.passed
+    assert f"{FEW_SHOT_LABEL} (base)" in result.markdown  # base, few-shot and candidate side by side
     assert result.mlflow_run_id is None
+
+
+def test_few_shot_examples_are_drawn_with_the_seed_from_the_train_split(test_file: Path) -> None:
+    base = ModelUnderTest(BASE_LABEL, "http://x/v1", "base", system_prompt="s", system_prompt_mode="inject")
+    first = few_shot_variant(base, test_file, 3, seed=1)
+    assert few_shot_variant(base, test_file, 3, seed=1) == first
+    assert few_shot_variant(base, test_file, 3, seed=2).few_shot != first.few_shot
+    assert len(first.few_shot) == 3
+    for example in first.few_shot:
+        assert [role for role, _ in example] == ["user", "assistant"]  # the system prompt is not repeated
+        question, answer = example[0][1], example[1][1]
+        assert QUESTIONS[question] == answer
+    assert (first.label, first.model, first.system_prompt) == (FEW_SHOT_LABEL, "base", "s")
+    assert len(few_shot_variant(base, test_file, 99).few_shot) == len(QUESTIONS)
+
+
+def _training(final: str, *losses_and_models: tuple[float, str]) -> TrainingReport:
+    points = [
+        Checkpoint(step=i + 1, model=m, valid_loss=loss) for i, (loss, m) in enumerate(losses_and_models)
+    ]
+    return analyse_training(points, final_model=final, epochs_requested=len(points), total_steps=len(points))
+
+
+def test_every_checkpoint_is_scored_and_the_winner_is_gated(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    spec = make_spec(stub.base_url, gates=[F1_GATE])
+    spec = spec.model_copy(update={"finetune": FineTuneConfig(max_validation_loss_rise=0.1)})
+    # the stub answers by model id: checkpoint 2 answers everything right, the others less
+    training = _training("ft-ok", (2.0, "ft-mediocre"), (1.0, "ft-good"), (1.5, "ft-ok:ckpt-step-3"))
+    candidates = [
+        replace(model_under_test(spec, eval_settings, CANDIDATE_LABEL, model), label=f"ckpt-step-{step}")
+        for step, model in ((1, "ft-mediocre"), (2, "ft-good"), (3, "ft-ok"))
+    ]
+    result = evaluate_candidate(
+        spec, eval_settings, test_file, candidates,
+        model_under_test(spec, eval_settings, BASE_LABEL, "base"),
+        training=training, show_progress=False,
+    )  # fmt: skip
+    assert result.decision.candidate == "ckpt-step-2" and result.candidate_model == "ft-good"
+    assert set(result.summaries) == {"ckpt-step-1", "ckpt-step-2", "ckpt-step-3", BASE_LABEL}
+    assert list(result.comparisons) == [BASE_LABEL]
+    assert result.passed, result.decision.summary()
+    [overfit] = [c for c in result.decision.checks if c.kind == "overfitting"]
+    assert overfit.passed and overfit.observed == 0.0
+    assert "3 checkpoints evaluated; `ckpt-step-2`" in result.markdown
+    client = MlflowClient(eval_settings.tracking_uri)
+    metrics = client.get_run(result.mlflow_run_id).data.metrics
+    assert {"ckpt-step-1.f1", "ckpt-step-2.f1", "ckpt-step-3.f1"} <= set(metrics)
+
+
+def test_a_final_model_past_its_best_fails_the_overfitting_gate(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    spec = make_spec(stub.base_url, gates=[F1_GATE])
+    spec = spec.model_copy(update={"finetune": FineTuneConfig(max_validation_loss_rise=0.1)})
+    training = _training("ft-good", (2.0, "ft-good:ckpt-step-1"), (1.0, "ft-good:ckpt-step-2"), (1.5, "x"))
+    result = evaluate_candidate(
+        spec, eval_settings, test_file,
+        model_under_test(spec, eval_settings, CANDIDATE_LABEL, "ft-good"),
+        model_under_test(spec, eval_settings, BASE_LABEL, "base"),
+        training=training, log_to_mlflow=False, show_progress=False,
+    )  # fmt: skip
+    assert not result.passed
+    assert failed_kinds(result) == ["overfitting"]
+    [reason] = result.decision.reasons
+    assert "+50.0% above the run's best" in reason and "epoch 2 (step 2)" in reason
+    assert "evaluation.checkpoints: best" in reason and "n_epochs" in reason
+    assert "final, epoch 3 (step 3)" in reason
+    assert "**Training**: best epoch 2 (step 2)" in result.markdown
 
 
 def test_fault_injection_completes_the_evaluation(eval_settings: TuneopsSettings, test_file: Path) -> None:

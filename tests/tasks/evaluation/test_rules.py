@@ -94,7 +94,9 @@ def test_each_gate_compares_with_the_baseline_it_names() -> None:
 
 
 def test_a_gate_on_the_base_ignores_the_few_shot_baseline() -> None:
-    decision = decide_promotion(CAND, [BASE, scores("few-shot", f1=0.79)], [Gate("f1", min_absolute_change=0.1)])
+    decision = decide_promotion(
+        CAND, [BASE, scores("few-shot", f1=0.79)], [Gate("f1", min_absolute_change=0.1)]
+    )
     assert [(c.against, c.passed) for c in decision.checks] == [("base", True)]
     assert decision.passed
 
@@ -124,7 +126,9 @@ def test_an_absolute_bar_needs_no_baseline() -> None:
         (0.1, 0.0, 10.0, False, math.inf),
     ],
 )
-def test_overfitting_check(chosen: float, best: float, max_rise: float, passed: bool, observed: float) -> None:
+def test_overfitting_check(
+    chosen: float, best: float, max_rise: float, passed: bool, observed: float
+) -> None:
     check = overfitting_check(
         chosen="final, epoch 5 (step 20)", chosen_loss=chosen, best="epoch 2 (step 8)", best_loss=best,
         max_rise=max_rise,

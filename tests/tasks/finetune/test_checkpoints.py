@@ -61,12 +61,21 @@ def test_epoch_of_a_step(step: int, total: int | None, epochs: int | None, expec
 def test_epoch_of_every_epoch_end_is_that_epoch(epochs: int, per_epoch: int, data: st.DataObject):
     epoch = data.draw(st.integers(1, epochs))
     assert epoch_of(epoch * per_epoch, total_steps=epochs * per_epoch, n_epochs=epochs) == epoch
-    assert epoch_of(epoch * per_epoch - per_epoch + 1, total_steps=epochs * per_epoch, n_epochs=epochs) == epoch
+    assert (
+        epoch_of(epoch * per_epoch - per_epoch + 1, total_steps=epochs * per_epoch, n_epochs=epochs) == epoch
+    )
 
 
 @pytest.mark.parametrize(
     ("loss", "best", "expected"),
-    [(1.1, 1.0, 0.1), (1.0, 1.0, 0.0), (0.9, 1.0, 0.0), (0.0, 0.0, 0.0), (0.5, 0.0, math.inf), (2.0, 0.5, 3.0)],
+    [
+        (1.1, 1.0, 0.1),
+        (1.0, 1.0, 0.0),
+        (0.9, 1.0, 0.0),
+        (0.0, 0.0, 0.0),
+        (0.5, 0.0, math.inf),
+        (2.0, 0.5, 3.0),
+    ],
 )
 def test_relative_rise(loss: float, best: float, expected: float):
     assert relative_rise(loss, best) == pytest.approx(expected)
@@ -117,7 +126,12 @@ def test_no_validation_loss_means_unknown_not_zero():
 
 def test_no_checkpoints_at_all():
     found = analyse_training([], final_model=FINAL, epochs_requested=3)
-    assert (found.best, found.final, found.stopped_early, found.validation_loss_rise) == (None, None, None, None)
+    assert (found.best, found.final, found.stopped_early, found.validation_loss_rise) == (
+        None,
+        None,
+        None,
+        None,
+    )
     assert found.metrics() == {"checkpoint_count": 0.0}
 
 
@@ -170,7 +184,9 @@ def test_the_job_model_is_the_last_checkpoint():
         ("all", (), [(CANDIDATE_LABEL, FINAL)]),
     ],
 )
-def test_checkpoint_candidates(choice: str, losses: tuple[float | None, ...], expected: list[tuple[str, str]]):
+def test_checkpoint_candidates(
+    choice: str, losses: tuple[float | None, ...], expected: list[tuple[str, str]]
+):
     chosen = checkpoint_candidates(report(*losses), choice, FINAL)  # type: ignore[arg-type]
     assert [(c.label, c.model) for c in chosen] == expected
 
