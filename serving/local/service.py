@@ -97,7 +97,7 @@ class LocalService:
         self._worker: threading.Thread | None = None
         self._lock_file: Any = None
         self._base_cache: tuple[int, dict[str, Path]] | None = None
-        self._fine_tuned: dict[str, tuple[str, Path]] = {}  # finished fine-tunes never change: cache lookups
+        self._fine_tuned: dict[str, Path] = {}  # finished fine-tunes never change: cache lookups
         self.created = int(time.time())
 
     # lifecycle
@@ -222,20 +222,30 @@ class LocalService:
         parsed = parse_fine_tuned_name(name)
         if parsed is None:
             return self.base_model_dir(name), None
+        adapter = self.adapter_dir(name)
+        if adapter is None:
+            raise _model_not_found(name)
+        return self.base_model_dir(parsed.base), adapter
+
+    def adapter_dir(self, name: str) -> Path | None:
+        """The adapter folder of a fine-tune (or one of its checkpoints) of this service, else None.
+
+        A fine-tuned name carries its root base model (``ft:<base>:...``), also for a fine-tune
+        that continued another one, so the adapter always applies to that base.
+        """
+        parsed = parse_fine_tuned_name(name)
+        if parsed is None:
+            return None
         if parsed.checkpoint_step is not None:
             checkpoint = self.store.checkpoint_by_model(name)
-            if checkpoint is None:
-                raise _model_not_found(name)
-            return self.base_model_dir(parsed.base), Path(checkpoint.path)
+            return Path(checkpoint.path) if checkpoint is not None else None
         known = self._fine_tuned.get(name)
         if known is None:
             for job in self.store.list_jobs():
                 if job.get("fine_tuned_model") == name and job["status"] == "succeeded":
-                    known = self._fine_tuned[name] = (job["model"], self.jobs_dir / job["id"] / "adapter")
+                    known = self._fine_tuned[name] = self.jobs_dir / job["id"] / "adapter"
                     break
-            else:
-                raise _model_not_found(name)
-        return self.base_model_dir(known[0]), known[1]
+        return known
 
     # files
     def create_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
@@ -312,13 +322,16 @@ class LocalService:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError("model is required.", param="model", code="missing_required_parameter")
-        if parse_fine_tuned_name(model) is not None or model not in self.base_models():
+        parsed = parse_fine_tuned_name(model)
+        parent = self.adapter_dir(model) if parsed is not None else None  # continue that fine-tune
+        base = parsed.base if parsed is not None else model
+        if (parsed is not None and parent is None) or base not in self.base_models():
             raise ApiError(
                 f"Model {model} is not available for fine-tuning or does not exist.",
                 param="model",
                 code="model_not_available",
             )
-        if model == SMOLLM2_MODEL_ID and self.needs_build(model) and gguf_source() is None:
+        if base == SMOLLM2_MODEL_ID and self.needs_build(base) and gguf_source() is None:
             raise _package_missing(PackageMissing())
         requested = parse_hyperparameters(body.get("hyperparameters"), body.get("method"))
         suffix = validate_suffix(body.get("suffix"))
@@ -355,7 +368,10 @@ class LocalService:
             "user_provided_suffix": suffix,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
         }
-        self.store.add_job(job, {"requested": requested.as_dict(), "resumes": 0})
+        internal: dict[str, Any] = {"requested": requested.as_dict(), "resumes": 0, "base": base}
+        if parent is not None:
+            internal["parent"] = {"model": model, "adapter": str(parent)}
+        self.store.add_job(job, internal)
         self._event(job_id, "Validating training file: " + training.id)
         return self._validate_and_queue(job_id)
 
@@ -489,16 +505,19 @@ class LocalService:
         hp_fields = dict(internal["hyperparameters"])
         hp_fields["lora_target_modules"] = tuple(hp_fields["lora_target_modules"])
         hp = Hyperparameters(**hp_fields)
-        if self.needs_build(job["model"]):
-            self._event(
-                job_id, f"Building the base model {job['model']} on first use (about a minute on a CPU)"
-            )
+        base = internal.get("base", job["model"])
+        parent = internal.get("parent")
+        if self.needs_build(base):
+            self._event(job_id, f"Building the base model {base} on first use (about a minute on a CPU)")
         try:
-            base_dir = self.base_model_dir(job["model"])
+            base_dir = self.base_model_dir(base)
         except ApiError as exc:
             self._fail(job_id, "model_not_available", exc.message)
             return
-        name = fine_tuned_model_name(job["model"], job.get("user_provided_suffix"), job_id)
+        if parent is not None and not Path(parent["adapter"], "adapter_config.json").is_file():
+            self._fail(job_id, "model_not_available", f"The adapter of {parent['model']} is gone.")
+            return
+        name = fine_tuned_model_name(base, job.get("user_provided_suffix"), job_id)
 
         def on_checkpoint(epoch: int, step: int, metrics: dict[str, float], path: Path) -> None:
             self.store.add_checkpoint(
@@ -530,6 +549,7 @@ class LocalService:
                 seed=job["seed"],
                 base_learning_rate=self.config.base_learning_rate,
                 callbacks=callbacks,
+                init_adapter=Path(parent["adapter"]) if parent is not None else None,
             )
         except TrainingCancelled:
             self._cancel_requested.discard(job_id)
@@ -547,6 +567,7 @@ class LocalService:
             "base_valid_loss": result.base_valid_loss,
             "valid_losses": result.valid_losses,
             "best_epoch": result.best_epoch,
+            "final_epoch": result.final_epoch,
             "stopped_early": result.stopped_early,
             "tokens_per_second": result.tokens_per_second,
         }
@@ -559,17 +580,30 @@ class LocalService:
             result_files=[results.id],
             internal=internal,
         )
+        best = self._checkpoint_of_epoch(job_id, result.best_epoch)
         self._event(
             job_id,
-            f"New fine-tuned model created: {name} (best epoch {result.best_epoch})",
+            f"New fine-tuned model created: {name} (the weights after epoch {result.final_epoch}; "
+            f"the lowest validation loss was after epoch {result.best_epoch}"
+            + (f", callable as {best}" if best else "")
+            + (", training stopped early)" if result.stopped_early else ")"),
             data={
                 "fine_tuned_model": name,
+                "final_epoch": result.final_epoch,
                 "best_epoch": result.best_epoch,
+                "best_checkpoint": best,
+                "stopped_early": result.stopped_early,
                 "base_valid_loss": result.base_valid_loss,
                 "valid_losses": result.valid_losses,
             },
         )
         self._event(job_id, "The job has successfully completed")
+
+    def _checkpoint_of_epoch(self, job_id: str, epoch: int) -> str | None:
+        for checkpoint in self.store.list_checkpoints(job_id):
+            if checkpoint.epoch == epoch:
+                return checkpoint.model_name
+        return None
 
     def _fail(
         self,

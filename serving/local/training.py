@@ -6,6 +6,10 @@ loss on assistant tokens only (rendered with the model's own chat template), val
 the base model before training and after every epoch, early stop when validation loss stops
 improving, and a checkpoint per epoch that holds everything needed to resume after a crash
 (adapter, optimizer, scheduler, history).
+
+The job's model is the adapter at the end of training (the last epoch trained, also after an
+early stop), as OpenAI's ``fine_tuned_model`` is; the best epoch by validation loss is reported
+and stays callable as its checkpoint, so choosing it is the client's decision, not a silent one.
 """
 
 from __future__ import annotations
@@ -182,12 +186,13 @@ class TrainingCallbacks:
 
 @dataclass
 class TrainingResult:
-    adapter_dir: Path
+    adapter_dir: Path  # the adapter of the last epoch trained
     trained_tokens: int
     base_valid_loss: float | None
     valid_losses: list[float]
     best_epoch: int
     stopped_early: bool
+    final_epoch: int
     resumed_from_epoch: int
     metrics_rows: list[dict[str, Any]] = field(default_factory=list)
     tokens_per_second: float = 0.0
@@ -209,11 +214,14 @@ def train_lora(
     seed: int,
     base_learning_rate: float,
     callbacks: TrainingCallbacks | None = None,
+    init_adapter: Path | None = None,
 ) -> TrainingResult:
     """Fine-tune a LoRA adapter on ``train``; resume from the newest checkpoint in ``job_dir``.
 
-    The adapter of the epoch with the lowest validation loss (the last one without validation
-    data) is copied to ``job_dir/adapter``.
+    The adapter of the last epoch trained is copied to ``job_dir/adapter``; ``best_epoch`` names
+    the epoch with the lowest validation loss (the last one without validation data).
+    With ``init_adapter`` (incremental fine-tuning) training continues that adapter, LoRA shape
+    included, instead of a new one; the "base" validation loss is then the parent's.
     """
     import torch
     from peft import PeftModel, get_peft_model
@@ -234,6 +242,13 @@ def train_lora(
     if resume_dir is not None:
         model = PeftModel.from_pretrained(base, resume_dir, is_trainable=True)
         state = torch.load(resume_dir / STATE_FILE, weights_only=False)
+    elif init_adapter is not None:
+        torch.manual_seed(seed)
+        model = PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
+        state = None
+        cb.event(
+            "Continuing the fine-tune's adapter (its LoRA rank and target modules are kept)", None, "message"
+        )
     else:
         torch.manual_seed(seed)
         model = get_peft_model(base, lora_config(base, hp))
@@ -273,7 +288,8 @@ def train_lora(
         base_loss, base_acc = evaluate(model, encoded_valid, pad_id, device)
         history["base_valid_loss"] = base_loss
         cb.event(
-            f"Base model validation loss={base_loss:.4f}",
+            ("Starting (parent fine-tune)" if init_adapter is not None else "Base")
+            + f" model validation loss={base_loss:.4f}",
             {"step": 0, "valid_loss": base_loss, "valid_mean_token_accuracy": base_acc, "base_model": True},
             "metrics",
         )
@@ -316,6 +332,7 @@ def train_lora(
         history["train_seconds"] += time.perf_counter() - started
         metrics: dict[str, float] = {
             "step": float(history["step"]),
+            "epoch": float(epoch),
             "train_loss": history["metrics_rows"][-1]["train_loss"],
             "train_mean_token_accuracy": history["metrics_rows"][-1]["train_accuracy"],
         }
@@ -351,7 +368,9 @@ def train_lora(
     adapter_dir = job_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     shutil.copytree(
-        job_dir / "checkpoints" / f"epoch-{chosen}", adapter_dir, ignore=shutil.ignore_patterns(STATE_FILE)
+        job_dir / "checkpoints" / f"epoch-{history['epoch']}",
+        adapter_dir,
+        ignore=shutil.ignore_patterns(STATE_FILE),
     )
     seconds = history["train_seconds"]
     return TrainingResult(
@@ -361,6 +380,7 @@ def train_lora(
         valid_losses=list(history["valid_losses"]),
         best_epoch=chosen,
         stopped_early=history["epoch"] < hp.n_epochs,
+        final_epoch=history["epoch"],
         resumed_from_epoch=resumed_from,
         metrics_rows=list(history["metrics_rows"]),
         tokens_per_second=history["trained_tokens"] / seconds if seconds > 0 else 0.0,

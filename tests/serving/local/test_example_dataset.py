@@ -60,7 +60,8 @@ def test_fine_tuned_validation_loss_is_lower_than_the_base(
         for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=100)))
         if e.type == "metrics" and "valid_loss" in (e.data or {})
     ]
-    base_reported, tuned_reported = reported[0]["valid_loss"], min(r["valid_loss"] for r in reported[1:])
+    # the job's model is the last epoch's adapter (OpenAI's fine_tuned_model), whatever the best was
+    base_reported, tuned_reported = reported[0]["valid_loss"], reported[-1]["valid_loss"]
     assert tuned_reported < base_reported - 0.1, (base_reported, tuned_reported)
 
     examples = parse_chat_jsonl(validation)

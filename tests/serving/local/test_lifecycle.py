@@ -82,6 +82,19 @@ def test_full_lifecycle_with_the_official_sdk(local_service: ServiceProcess) -> 
         c.fine_tuned_model_checkpoint.startswith(done.fine_tuned_model + ":ckpt-step-") for c in checkpoints
     )
     assert all(c.metrics.valid_loss is not None for c in checkpoints)
+    # Every epoch trained is a checkpoint carrying its epoch, step and validation loss, so a client
+    # can pick the final or the best one and see overfitting.
+    epochs_run = len(epoch_losses)
+    assert [c.metrics.epoch for c in reversed(checkpoints)] == list(range(1, epochs_run + 1))  # type: ignore[attr-defined]
+    assert [c.metrics.valid_loss for c in reversed(checkpoints)] == pytest.approx(epoch_losses)
+    assert all(c.metrics.step == c.step_number and c.metrics.full_valid_loss for c in checkpoints)
+    created = next(e.data for e in events if (e.data or {}).get("fine_tuned_model") == done.fine_tuned_model)
+    assert created["final_epoch"] == epochs_run and created["stopped_early"] == (epochs_run < 3)
+    assert epoch_losses[created["best_epoch"] - 1] == pytest.approx(min(epoch_losses))
+    assert (
+        created["best_checkpoint"]
+        == checkpoints[epochs_run - created["best_epoch"]].fine_tuned_model_checkpoint
+    )
 
     results = client.files.content(done.result_files[0]).text.splitlines()
     assert results[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"

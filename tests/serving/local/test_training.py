@@ -77,7 +77,7 @@ def test_resume_continues_from_the_newest_checkpoint(tiny_test_model: Path, tmp_
     assert any(m.startswith("Resumed from the checkpoint of epoch 1") for m in events)
 
 
-def test_rising_validation_loss_stops_early_and_keeps_the_best_epoch(
+def test_rising_validation_loss_stops_early_keeps_the_last_epoch_and_reports_the_best(
     tiny_test_model: Path, tmp_path: Path
 ) -> None:
     # A learning rate far too high makes validation loss climb after the first epoch.
@@ -91,12 +91,20 @@ def test_rising_validation_loss_stops_early_and_keeps_the_best_epoch(
         base_learning_rate=1e-2,
     )
     assert result.stopped_early and len(result.valid_losses) < 6
+    assert result.final_epoch == len(result.valid_losses)
     assert result.valid_losses[result.best_epoch - 1] == min(result.valid_losses)
+    assert result.best_epoch < result.final_epoch  # past its best: what a client's gate must see
     model, tokenizer = load_causal_lm(tiny_test_model)
     from peft import PeftModel
 
-    tuned = PeftModel.from_pretrained(model, result.adapter_dir)
-    assert answer_loss(tuned, tokenizer, _examples(8, 2)) == pytest.approx(min(result.valid_losses), rel=1e-4)
+    # The job's model is the end of training (OpenAI's semantics) ...
+    final = PeftModel.from_pretrained(model, result.adapter_dir)
+    assert answer_loss(final, tokenizer, _examples(8, 2)) == pytest.approx(result.valid_losses[-1], rel=1e-4)
+    # ... and the best epoch is still there, as its checkpoint.
+    best = PeftModel.from_pretrained(
+        load_causal_lm(tiny_test_model)[0], tmp_path / "checkpoints" / f"epoch-{result.best_epoch}"
+    )
+    assert answer_loss(best, tokenizer, _examples(8, 2)) == pytest.approx(min(result.valid_losses), rel=1e-4)
 
 
 def test_cancel_stops_the_loop(tiny_test_model: Path, tmp_path: Path) -> None:
