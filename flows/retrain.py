@@ -23,6 +23,7 @@ from tuneops.flows.retrain_steps import (
     no_new_data,
     preload_later_stages,
     registration_request,
+    training_at,
 )
 from tuneops.providers import is_local_provider
 from tuneops.registry.ledger import current_actor
@@ -43,8 +44,10 @@ from tuneops.tasks.finetune.submit import cost_of
 from tuneops.tasks.finetune.tasks import (
     inference_target,
     open_finetune_run,
+    resolve_parent_model,
     retire_deployments,
     submit_finetune,
+    training_report,
     wait_for_finetune,
 )
 
@@ -80,7 +83,8 @@ def retrain(
     skipped = _skip_when_no_new_data(spec.model.name, reason, dataset, settings)
     if skipped is not None:
         return skipped
-    job = submit_finetune(spec, settings, dataset)
+    parent = resolve_parent_model(spec, settings)  # finetune.from: continue that fine-tune
+    job = submit_finetune(spec, settings, dataset, start_from=parent.model if parent else None)
     finetune_run_id = open_finetune_run(spec, settings, job, dataset)
     preloading = preload_later_stages(job)  # evaluation's libraries load while the job trains
     job = wait_for_finetune(
@@ -123,7 +127,8 @@ def retrain(
         )
 
     target = inference_target(spec, settings, job)
-    contenders = choose_contenders(spec, settings, target)
+    training = training_at(training_report(spec, settings, job), target)
+    contenders = choose_contenders(spec, settings, target, training)
     test_split, train_split = evaluation_split_paths(dataset, settings)
     flow_run_id = str(flow_run.get_id() or "")
     evaluation = evaluate_candidate_task(
@@ -137,6 +142,7 @@ def retrain(
         train_split,
         extra_tags={"tuneops.flow_run_id": flow_run_id, "tuneops.job_id": job.id, "tuneops.reason": reason},
         show_progress=show_progress,
+        training=training,
     )
 
     request = registration_request(
@@ -148,6 +154,8 @@ def retrain(
         finetune_run_id=finetune_run_id,
         flow_run_id=flow_run_id,
         estimated_cost=cost_of(spec, dataset).cost_usd,
+        training=training,
+        parent=parent,
     )
     registered = register_model_task(request, settings.tracking_uri or "", settings.artifact_root)
     challenger_set = False
@@ -155,7 +163,7 @@ def retrain(
         _set_challenger(spec.model.name, registered.version, settings, reason)
         challenger_set = True
     else:
-        log.warning("gate failed for %s: %s", target.model, evaluation.decision.summary())
+        log.warning("gate failed for %s: %s", evaluation.candidate_model, evaluation.decision.summary())
     retire_deployments(spec, settings)  # Azure bills deployments hourly: drop the failed and the idle
     return RetrainOutcome(
         dataset=dataset,
@@ -167,6 +175,8 @@ def retrain(
         gate_reasons=tuple(evaluation.decision.reasons),
         challenger_set=challenger_set,
         tracking_uri=settings.tracking_uri or "",
+        training=training,
+        parent=parent,
     )
 
 

@@ -7,17 +7,21 @@ Each stage owns its logic; the glue here only maps typed results from one stage 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import threading
 from dataclasses import dataclass, field
 
 from tuneops.providers import API_KEY_ENV
+from tuneops.registry import conventions as c
 from tuneops.registry.conventions import TAG_TRAIN_DIGEST
+from tuneops.registry.register import ParentModel
 from tuneops.registry.types import RegisteredVersion, RegistrationRequest
 from tuneops.spec import Spec
 from tuneops.tasks.data.tracking import links_from_version
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.evaluation.pipeline import EvaluationResult
+from tuneops.tasks.finetune.checkpoints import TrainingReport
 from tuneops.tasks.finetune.rules import is_terminal
 from tuneops.tasks.finetune.types import FineTuneJob, InferenceTarget
 
@@ -40,6 +44,8 @@ class RetrainOutcome:
     challenger_set: bool
     tracking_uri: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    training: TrainingReport | None = None
+    parent: ParentModel | None = None
 
 
 DRIFT_REASON_PREFIX = "drift"
@@ -104,14 +110,27 @@ def registration_request(
     finetune_run_id: str,
     flow_run_id: str | None,
     estimated_cost: float | None = None,
+    training: TrainingReport | None = None,
+    parent: ParentModel | None = None,
 ) -> RegistrationRequest:
-    """Map the stages' results into what the registry needs (pure; the key's *name* only)."""
+    """Map the stages' results into what the registry needs (pure; the key's *name* only).
+
+    The registered model is the one the evaluation gated (a checkpoint, with
+    ``evaluation.checkpoints: best | all``); its checkpoint, the job's overfitting check and the
+    parent it was continued from (``finetune.from``) become version tags.
+    """
+    model = evaluation.candidate_model
+    extra = {c.TAG_DATASET: dataset.ref, **(parent.tags() if parent else {})}
+    if job.fine_tuned_model:
+        extra[c.TAG_FINE_TUNED_MODEL] = job.fine_tuned_model
+    if training is not None:
+        extra.update(training_tags(training, model))
     return RegistrationRequest(
         model_name=spec.model.name,
         provider=spec.provider.kind,
         base_model=spec.model.base_model,
         endpoint_base_url=target.base_url,
-        endpoint_model=target.model,
+        endpoint_model=model,
         job_id=job.id,
         api_key_env=API_KEY_ENV[spec.provider.kind],
         api_version=target.api_version,  # Azure: the registered model calls the deployment with it
@@ -126,7 +145,36 @@ def registration_request(
         finetune_run_id=finetune_run_id,
         description=spec.model.description or f"{spec.model.base_model} fine-tuned on {dataset.ref}",
         experiment_name=spec.model.name,
+        extra_tags=extra,
     )
+
+
+def training_tags(training: TrainingReport, model: str) -> dict[str, str]:
+    """Which checkpoint ``model`` is and what the job's checkpoints said (pure)."""
+    tags = {c.TAG_TRAINING: training.summary()}
+    checkpoint = training.checkpoint_of(model)
+    tags[c.TAG_CHECKPOINT] = "final" if model == training.final_model else model
+    if checkpoint is not None:
+        tags[c.TAG_CHECKPOINT_STEP] = str(checkpoint.step)
+        if checkpoint.epoch is not None:
+            tags[c.TAG_CHECKPOINT_EPOCH] = str(checkpoint.epoch)
+    best, rise = training.best, training.rise_of(model)
+    if best is not None:
+        tags[c.TAG_BEST_STEP] = str(best.step)
+        if best.epoch is not None:
+            tags[c.TAG_BEST_EPOCH] = str(best.epoch)
+    if rise is not None:
+        tags[c.TAG_VALIDATION_LOSS_RISE] = f"{rise:.6g}"
+    if training.stopped_early is not None:
+        tags[c.TAG_STOPPED_EARLY] = str(training.stopped_early).lower()
+    return tags
+
+
+def training_at(training: TrainingReport, target: InferenceTarget) -> TrainingReport:
+    """The report with the final model named as inference calls it (Azure: the deployment)."""
+    if training.final_model == target.model:
+        return training
+    return dataclasses.replace(training, final_model=target.model)
 
 
 # What evaluation imports on first use: azure-ai-evaluation's evaluators and NLTK (scoring),

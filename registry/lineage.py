@@ -25,6 +25,7 @@ from typing import Any
 
 from tuneops.errors import RegistryError, StoreError, UsageError, VersionNotFoundError
 from tuneops.registry import conventions as c
+from tuneops.registry.ancestry import CheckpointLineage, ParentLineage, checkpoint_lineage, parent_lineage
 from tuneops.registry.ledger import Ledger, utcnow
 from tuneops.registry.mlflow_store import RegistryStore, RunSummary
 from tuneops.registry.tracking import TAG_SHA256
@@ -212,6 +213,8 @@ class Lineage:
     routing: Routing | None = None
     request: ServedRequest | None = None
     trigger: Trigger | None = None  # why the run that made the version ran (drift: which check)
+    checkpoint: CheckpointLineage | None = None  # which checkpoint, best epoch, overfitting check
+    parent: ParentLineage | None = None  # the version it continued training from (finetune.from)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented, stable JSON form (see docs/lineage-json.md)."""
@@ -344,6 +347,8 @@ def build_lineage(
         warnings=warnings,
         routing=routing,
         trigger=trigger_of(store, eval_run, warnings),
+        checkpoint=checkpoint_lineage(tags),
+        parent=parent_lineage(tags),
     )
 
 

@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneops.errors import RegistryError, VersionNotFoundError
 from tuneops.registry.conventions import (
+    ALIASES,
     RUN_KIND_REGISTRATION,
+    TAG_DATASET,
+    TAG_ENDPOINT_MODEL,
+    TAG_FINE_TUNED_MODEL,
     TAG_FINETUNE_RUN_ID,
     TAG_FLOW_RUN_ID,
     TAG_JOB_ID,
+    TAG_PARENT_DATASET,
+    TAG_PARENT_MODEL,
+    TAG_PARENT_TRAIN_DIGEST,
+    TAG_PARENT_VERSION,
     TAG_RUN_KIND,
+    TAG_TRAIN_DIGEST,
     version_tags,
 )
 from tuneops.registry.mlflow_store import RegistryStore
@@ -133,6 +144,77 @@ def _log_registration_run(request: RegistrationRequest, store: RegistryStore) ->
         )
     tracker.log_batch(run_id, tags={TAG_MODEL_URI: info.model_uri, TAG_MODEL_ID: info.model_id or ""})
     return run_id, info.model_uri, info.model_id or None
+
+
+@dataclass(frozen=True)
+class ParentModel:
+    """The fine-tune a job continues from (``finetune.from``), and where it came from.
+
+    ``model`` is the fine-tuned model id the new job is created with; ``version`` the registered
+    version it is (None for an explicit id no version of this model has); ``dataset`` and
+    ``train_digest`` the data that version was trained on, so lineage shows the chain.
+    """
+
+    model: str
+    version: str | None = None
+    alias: str | None = None
+    dataset: str | None = None
+    train_digest: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """The ``tuneops.parent_*`` tags of the version trained from this parent."""
+        values = {
+            TAG_PARENT_MODEL: self.model,
+            TAG_PARENT_VERSION: self.version,
+            TAG_PARENT_DATASET: self.dataset,
+            TAG_PARENT_TRAIN_DIGEST: self.train_digest,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+def _trained_model(version: RegisteredVersion) -> str | None:
+    """The fine-tuned model id of a version (on Azure the endpoint model is a deployment name)."""
+    return version.tags.get(TAG_FINE_TUNED_MODEL) or version.tags.get(TAG_ENDPOINT_MODEL)
+
+
+def _parent_of(version: RegisteredVersion, alias: str | None) -> ParentModel:
+    model = _trained_model(version)
+    if not model:
+        raise RegistryError(
+            f"version {version.version} of {version.model_name} records no fine-tuned model to continue from",
+            hint="continue from an explicit model instead: finetune.from: ft:...",
+        )
+    return ParentModel(
+        model=model,
+        version=version.version,
+        alias=alias,
+        dataset=version.tags.get(TAG_DATASET),
+        train_digest=version.tags.get(TAG_TRAIN_DIGEST),
+    )
+
+
+def resolve_parent(store: RegistryStore, model_name: str, source: str) -> ParentModel:
+    """What ``finetune.from: source`` names: an alias's version, or an explicit fine-tuned model id.
+
+    An explicit id that is some version's fine-tuned model gets that version as its parent.
+
+    Raises:
+        VersionNotFoundError: the alias is not set (the message says which, and what to do).
+        RegistryError: the version records no fine-tuned model.
+    """
+    if source in ALIASES:
+        try:
+            version = store.version_by_alias(model_name, source)
+        except VersionNotFoundError as exc:
+            raise VersionNotFoundError(
+                f"finetune.from: {source}, but {model_name}@{source} is not set: there is no fine-tune to "
+                "continue from",
+                hint=f"promote a version first (tuneops promote {model_name} VERSION), or remove "
+                "finetune.from to fine-tune the base model",
+            ) from exc
+        return _parent_of(version, source)
+    registered = [v for v in store.versions(model_name) if _trained_model(v) == source]
+    return _parent_of(registered[-1], None) if registered else ParentModel(model=source)
 
 
 def warm_up_registration() -> None:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from tuneops.registry.ancestry import CheckpointLineage, ParentLineage
 from tuneops.registry.lineage import Lineage, Routing, ServedRequest, champion_rollout
 from tuneops.registry.trigger import Trigger
 from tuneops.registry.types import LedgerEntry
@@ -61,6 +62,10 @@ def lineage_tree(
     job.add(f"trained tokens: {_n(ft.trained_tokens)}  estimated cost: {cost}")
     if ft.run_id:
         job.add(f"MLflow run: {ft.run_id}")
+    if lineage.checkpoint is not None:
+        _checkpoint_node(job, lineage.checkpoint)
+    if lineage.parent is not None:
+        _parent_node(job, lineage.parent, lineage.model)
     ds = lineage.dataset
     data = job.add(
         f"dataset [bold]{escape(ds.name or '?')}@{(ds.digest or '?')[:12]}[/bold]"
@@ -101,6 +106,39 @@ def lineage_tree(
     for warning in lineage.warnings:
         root.add(f"[yellow]warning:[/yellow] {escape(warning)}")
     return root
+
+
+def _checkpoint_node(parent: Tree, ck: CheckpointLineage) -> None:
+    which = ck.checkpoint or "?"
+    where = ", ".join(
+        part
+        for part in (
+            f"epoch {ck.epoch}" if ck.epoch else "",
+            f"step {ck.step}" if ck.step is not None else "",
+        )
+        if part
+    )
+    node = parent.add(f"checkpoint: [bold]{escape(which)}[/bold]" + (f" ({where})" if where else ""))
+    best = f"epoch {ck.best_epoch} (step {ck.best_step})" if ck.best_epoch else f"step {_n(ck.best_step)}"
+    early = {True: "yes", False: "no", None: "?"}[ck.stopped_early]
+    if ck.validation_loss_rise is None:
+        check = "[yellow]no validation loss[/yellow]"
+    elif ck.validation_loss_rise > 0:
+        check = f"[yellow]validation loss {ck.validation_loss_rise:+.1%} vs best[/yellow]"
+    else:
+        check = "[green]at the best validation loss[/green]"
+    node.add(f"best: {best}  stopped early: {early}  overfitting check: {check}")
+    if ck.summary:
+        node.add(escape(ck.summary))
+
+
+def _parent_node(parent: Tree, p: ParentLineage, model: str) -> None:
+    version = f"version [bold]{escape(p.version)}[/bold] " if p.version else ""
+    node = parent.add(f"continued from {version}({escape(p.model)})")
+    if p.dataset or p.train_digest:
+        node.add(f"parent's data: {escape(p.dataset or '?')}  train sha256 {(p.train_digest or '?')[:16]}…")
+    if p.version:
+        node.add(f"its lineage: tuneops lineage {escape(model)}/{escape(p.version)}")
 
 
 def _trigger_node(parent: Tree, trigger: Trigger, prefect_ui_url: str | None) -> None:

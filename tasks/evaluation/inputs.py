@@ -1,13 +1,15 @@
 """What one evaluation of a fine-tune compares, and on which split.
 
-The contenders are the candidate (the fine-tune), the base model with the production system
-prompt, and the current champion when the spec asks to beat it and it is a different model; the
-split is the dataset version's test split, with its train split as the few-shot source.
+The contenders are the candidate (the fine-tune, or the checkpoints of it that
+``evaluation.checkpoints`` asks for), the base model with the production system prompt, and the
+current champion when the spec asks to beat it and it is a different model; the split is the
+dataset version's test split, with its train split as the few-shot source.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import task
@@ -21,22 +23,41 @@ from tuneops.spec import Spec
 from tuneops.tasks.data.types import DatasetVersion
 from tuneops.tasks.evaluation.pipeline import BASE_LABEL, CANDIDATE_LABEL, CHAMPION_LABEL, model_under_test
 from tuneops.tasks.evaluation.types import ModelUnderTest
+from tuneops.tasks.finetune.checkpoints import TrainingReport, checkpoint_candidates
 from tuneops.tasks.finetune.types import InferenceTarget
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Contenders:
-    """The models one evaluation compares: the candidate, the base, and the champion if any."""
+    """The models one evaluation compares: the candidate(s), the base, and the champion if any.
 
-    candidate: ModelUnderTest
+    ``candidates`` holds one model (labelled ``candidate``) or, with ``evaluation.checkpoints:
+    all``, one per checkpoint (``ckpt-step-N``); the evaluation gates the winner.
+    """
+
+    candidates: tuple[ModelUnderTest, ...]
     base: ModelUnderTest
     champion: ModelUnderTest | None
     champion_version: str | None = None
 
+    @property
+    def candidate(self) -> ModelUnderTest | tuple[ModelUnderTest, ...]:
+        """What ``evaluate_candidate`` takes: the one candidate, or every checkpoint to choose from."""
+        return self.candidates[0] if len(self.candidates) == 1 else self.candidates
+
 
 @task(name="choose-contenders", cache_policy=NO_CACHE)
-def choose_contenders(spec: Spec, settings: TuneopsSettings, target: InferenceTarget) -> Contenders:
-    """Candidate (the fine-tune), base (production system prompt) and the current champion."""
+def choose_contenders(
+    spec: Spec, settings: TuneopsSettings, target: InferenceTarget, training: TrainingReport | None = None
+) -> Contenders:
+    """Candidate(s) (the fine-tune per ``evaluation.checkpoints``), base and the current champion.
+
+    Checkpoints other than the final model are called by their ``ft:...:ckpt-step-N`` id on the
+    same endpoint (OpenAI, the local service). Where inference needs a deployment per model
+    (Azure), only the final model is evaluated, with a warning.
+    """
     champion, champion_version = None, None
     store = RegistryStore(settings.tracking_uri or "", settings.artifact_root)
     try:
@@ -48,8 +69,21 @@ def choose_contenders(spec: Spec, settings: TuneopsSettings, target: InferenceTa
         if endpoint_model and endpoint_model != target.model:
             champion = model_under_test(spec, settings, CHAMPION_LABEL, endpoint_model)
             champion_version = current.version
+    final = model_under_test(spec, settings, CANDIDATE_LABEL, target.model)
+    choice = spec.evaluation.checkpoints
+    candidates: tuple[ModelUnderTest, ...] = (final,)
+    if choice != "final" and training is not None:
+        if target.api_version is not None:
+            log.warning("evaluation.checkpoints: %s needs a deployment per checkpoint on Azure; "
+                        "evaluating the final model only", choice)  # fmt: skip
+        else:
+            final_id = training.final_model or target.model
+            candidates = tuple(
+                replace(final, label=c.label, model=target.model if c.model == final_id else c.model)
+                for c in checkpoint_candidates(training, choice, final_id)
+            )
     return Contenders(
-        candidate=model_under_test(spec, settings, CANDIDATE_LABEL, target.model),
+        candidates=candidates,
         base=model_under_test(spec, settings, BASE_LABEL, spec.model.base_model),
         champion=champion,
         champion_version=champion_version,

@@ -20,6 +20,7 @@ from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.evaluation.pipeline import EvaluationResult, evaluate_candidate
 from tuneops.tasks.evaluation.types import ModelUnderTest
+from tuneops.tasks.finetune.checkpoints import TrainingReport
 
 
 def publish_evaluation(spec: Spec, result: EvaluationResult) -> None:
@@ -43,18 +44,20 @@ def evaluate_candidate_task(
     spec: Spec,
     settings: TuneopsSettings,
     test_split: Path,
-    candidate: ModelUnderTest,
+    candidate: ModelUnderTest | tuple[ModelUnderTest, ...],
     base: ModelUnderTest,
     champion: ModelUnderTest | None = None,
     dataset_digest: str | None = None,
     few_shot_source: Path | None = None,
     extra_tags: dict[str, str] | None = None,
     show_progress: bool = False,
+    training: TrainingReport | None = None,
 ) -> EvaluationResult:
     """Evaluate and gate ``candidate`` (see ``pipeline.evaluate_candidate``); publish the result."""
     result = evaluate_candidate(
         spec, settings, test_split, candidate, base, champion, dataset_digest,
         few_shot_source=few_shot_source, show_progress=show_progress, extra_tags=extra_tags,
+        training=training,
     )  # fmt: skip
     publish_evaluation(spec, result)
     return result

@@ -65,11 +65,15 @@ def trained_digests(dataset: DatasetVersion) -> dict[str, str]:
     return {name: split.sha256 for name, split in dataset.splits.items() if name in TRAINED_SPLITS}
 
 
-def job_key(spec: Spec, dataset: DatasetVersion, attempt: int = 1) -> str:
-    """The idempotency key of the job this spec and dataset ask for."""
+def job_key(spec: Spec, dataset: DatasetVersion, attempt: int = 1, start_from: str | None = None) -> str:
+    """The idempotency key of the job this spec and dataset ask for.
+
+    ``start_from`` (a fine-tuned model the job continues, ``finetune.from``) takes the base
+    model's place: continuing another parent on the same data is another job.
+    """
     return idempotency_key(
         dataset_digests=trained_digests(dataset),
-        base_model=spec.model.base_model,
+        base_model=start_from or spec.model.base_model,
         hyperparameters=hyperparameters_for(spec),
         model_name=spec.model.name,
         suffix=spec.finetune.suffix,
@@ -123,8 +127,11 @@ def submit_job(
     attempt: int = 1,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    start_from: str | None = None,
 ) -> FineTuneJob:
     """Return the one job for (spec, dataset, attempt): found again, or created exactly once.
+
+    ``start_from`` is the fine-tuned model to continue (the job's ``model``), instead of the base.
 
     Raises:
         BudgetExceededError: the cost guard refused the job (nothing was sent).
@@ -137,7 +144,7 @@ def submit_job(
         raise UsageError(f"dataset {dataset.ref} has no train split to fine-tune on")
     estimate = cost_of(spec, dataset)
     enforce_budget(estimate, spec.finetune.max_training_tokens)
-    key = job_key(spec, dataset, attempt)
+    key = job_key(spec, dataset, attempt, start_from)
 
     def find() -> list[FineTuneJob]:
         return provider.find_jobs(key)
@@ -163,20 +170,23 @@ def submit_job(
             return provider.upload_file(split_paths[split], split=split, sha256=sha)
 
         uploads[split] = with_retries(upload, policy, sleep, f"uploading the {split} split")
+    metadata = {
+        "tuneops_model": spec.model.name[:512],
+        "tuneops_dataset": dataset.ref[:512],
+        "tuneops_attempt": str(attempt),
+        ESTIMATE_METADATA_KEY: str(estimate.training_tokens),
+    }
+    if start_from:
+        metadata["tuneops_from"] = start_from[:512]
     request = FineTuneRequest(
-        base_model=spec.model.base_model,
+        base_model=start_from or spec.model.base_model,
         training_file=uploads["train"].id,
         validation_file=uploads["validation"].id if "validation" in uploads else None,
         hyperparameters=hyperparameters_for(spec),
         suffix=spec.finetune.suffix,
         seed=spec.finetune.seed,
         idempotency_key=key,
-        metadata={
-            "tuneops_model": spec.model.name[:512],
-            "tuneops_dataset": dataset.ref[:512],
-            "tuneops_attempt": str(attempt),
-            ESTIMATE_METADATA_KEY: str(estimate.training_tokens),
-        },
+        metadata=metadata,
     )
     job = _create_once(provider, request, key, find, policy, sleep)
     if carries_key(job, key):

@@ -31,6 +31,7 @@ from tuneops.tasks.finetune.wait import LoggedProgress, follow_job, progress_lis
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from tuneops.registry.register import ParentModel
     from tuneops.tasks.finetune.lifecycle import RetirementReport
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def submit_job_for(
     attempt: int = 1,
     retry: RetryPolicy | None = None,
     provider: FineTuneProvider | None = None,
+    start_from: str | None = None,
 ) -> FineTuneJob:
     """Plain-function form of ``submit_finetune`` (no Prefect), for tests and other callers."""
     chosen = _provider(spec, settings, provider)
@@ -90,7 +92,7 @@ def submit_job_for(
             for split in TRAINED_SPLITS
             if dataset.split(split) is not None  # type: ignore[arg-type]
         }
-        return submit_job(chosen, spec, dataset, paths, attempt=attempt, policy=retry)
+        return submit_job(chosen, spec, dataset, paths, attempt=attempt, policy=retry, start_from=start_from)
     finally:
         if provider is None:
             chosen.close()
@@ -160,10 +162,35 @@ def open_finetune_run(
 
 @task(name="submit-finetune", cache_policy=NO_CACHE, retries=0)
 def submit_finetune(
-    spec: Spec, settings: TuneopsSettings, dataset: DatasetVersion, attempt: int = 1
+    spec: Spec,
+    settings: TuneopsSettings,
+    dataset: DatasetVersion,
+    attempt: int = 1,
+    start_from: str | None = None,
 ) -> FineTuneJob:
-    """Submit the fine-tune job for ``dataset`` exactly once (attaches to an existing one)."""
-    return submit_job_for(spec, settings, dataset, attempt=attempt)
+    """Submit the fine-tune job for ``dataset`` exactly once (attaches to an existing one).
+
+    ``start_from``: a fine-tuned model to continue training (``finetune.from``), not the base.
+    """
+    return submit_job_for(spec, settings, dataset, attempt=attempt, start_from=start_from)
+
+
+@task(name="resolve-parent-model", cache_policy=NO_CACHE, retries=0)
+def resolve_parent_model(spec: Spec, settings: TuneopsSettings) -> ParentModel | None:
+    """The fine-tune ``finetune.from`` names (an alias's version, or an explicit id); None: the base.
+
+    Raises:
+        VersionNotFoundError: the alias is not set; the message says what to do.
+    """
+    if spec.finetune.from_ is None:
+        return None
+    from tuneops.registry.mlflow_store import RegistryStore
+    from tuneops.registry.register import resolve_parent
+
+    parent = resolve_parent(RegistryStore.from_settings(settings), spec.model.name, spec.finetune.from_)
+    where = f"version {parent.version} ({parent.alias or 'by id'})" if parent.version else "an explicit id"
+    get_run_logger().info("continuing fine-tune %s, %s", parent.model, where)
+    return parent
 
 
 @task(name="wait-for-finetune", cache_policy=NO_CACHE, retries=0)

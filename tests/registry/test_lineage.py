@@ -86,6 +86,8 @@ def test_json_form_is_stable(build_version: Any, store: RegistryStore, ledger: L
         "routing",
         "request",
         "trigger",  # why the retrain ran (drift: which check); an extension too
+        "checkpoint",  # which checkpoint, best epoch, overfitting check; an extension too
+        "parent",  # the version training continued from (finetune.from); an extension too
     }
     assert data["routing"] is None and data["request"] is None
     assert set(data["finetune"]) == {
@@ -324,3 +326,62 @@ def test_routing_at_t_and_the_request_that_a_split_served(
     finally:
         routing.close()
         requests.close()
+
+
+def test_a_continued_fine_tune_names_its_parent_and_its_checkpoint(
+    build_version: Any, store: RegistryStore, ledger: Ledger
+) -> None:
+    from tuneops.registry import conventions as c
+    from tuneops.registry.register import ParentModel, resolve_parent
+
+    first = build_version()
+    client = mlflow_client(store)
+    client.set_model_version_tag(M, "1", c.TAG_DATASET, f"{M}@{first.manifest['digest']}")
+    promote(store, ledger, M, "1", "champion", reason="first release", actor="alice")
+    parent = resolve_parent(store, M, "champion")
+    assert parent == ParentModel(
+        model="ft:tiny-gpt2:ftjob-1",
+        version="1",
+        alias="champion",
+        dataset=f"{M}@{first.manifest['digest']}",
+        train_digest=first.request.digest("train"),
+    )
+    assert resolve_parent(store, M, "ft:tiny-gpt2:ftjob-1").version == "1"  # an explicit id is found too
+    assert resolve_parent(store, M, "ft:elsewhere:x") == ParentModel(model="ft:elsewhere:x")
+    with pytest.raises(VersionNotFoundError, match=r"finetune\.from: challenger, but support-bot@challenger"):
+        resolve_parent(store, M, "challenger")
+
+    build_version(job_id="ftjob-2", seed="v2")
+    tags = {
+        **parent.tags(),
+        c.TAG_CHECKPOINT: "final",
+        c.TAG_CHECKPOINT_STEP: "12",
+        c.TAG_CHECKPOINT_EPOCH: "3",
+        c.TAG_BEST_EPOCH: "2",
+        c.TAG_BEST_STEP: "8",
+        c.TAG_STOPPED_EARLY: "false",
+        c.TAG_VALIDATION_LOSS_RISE: "0.25",
+        c.TAG_TRAINING: "best epoch 2 (step 8) validation loss 1.2; final epoch 3 (step 12) ...",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(M, "2", key, value)
+    lineage = build_lineage(store, ledger, ModelRef(M, version="2"))
+    assert lineage.parent is not None
+    assert (lineage.parent.version, lineage.parent.model) == ("1", "ft:tiny-gpt2:ftjob-1")
+    assert lineage.parent.train_digest == first.request.digest("train")
+    ck = lineage.checkpoint
+    assert ck is not None and (ck.checkpoint, ck.step, ck.epoch, ck.best_epoch) == ("final", 12, 3, 2)
+    assert ck.stopped_early is False and ck.validation_loss_rise == 0.25
+    data = lineage.to_json_dict()
+    assert data["parent"]["version"] == "1" and data["checkpoint"]["best_epoch"] == 2
+    console = Console(record=True, width=200)
+    console.print(lineage_tree(lineage))
+    text = console.export_text()
+    assert "continued from version 1 (ft:tiny-gpt2:ftjob-1)" in text
+    assert "checkpoint: final (epoch 3, step 12)" in text
+    assert (
+        "best: epoch 2 (step 8)  stopped early: no  overfitting check: validation loss +25.0% vs best" in text
+    )
+    assert f"tuneops lineage {M}/1" in text
+    base_only = build_lineage(store, ledger, ModelRef(M, version="1"))
+    assert base_only.parent is None and base_only.checkpoint is None
