@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -326,6 +326,15 @@ def _sync_dir(path: Path) -> None:
 
 
 _STOP = object()
+
+
+class RequestSink(Protocol):
+    """What the gateway writes records to: the writer below, or a wrapper of it (traces)."""
+
+    @property
+    def backlog(self) -> int: ...
+
+    def submit(self, record: RequestRecord) -> Future[None]: ...
 
 
 class RequestLogWriter:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from tuneops.providers import ProviderEndpoint
 from tuneops.registry.ledger import Ledger
 from tuneops.registry.mlflow_store import RegistryStore
-from tuneops.requestlog import RequestLog, RequestLogWriter
+from tuneops.requestlog import RequestLog, RequestSink
 from tuneops.routing_state import RoutingState
 from tuneops.serving.gateway.chat import ChatCompletions, ChatOptions
 from tuneops.serving.gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -77,16 +77,17 @@ class Gateway:
         routing: RoutingState,
         ledger: Ledger,
         request_log: RequestLog,
-        writer: RequestLogWriter,
+        writer: RequestSink,
         endpoints: Mapping[str, ProviderEndpoint],
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
         self.request_log, self.writer = request_log, writer
         self.tables = RoutingTables(
             config.models, store=store, routing=routing, ledger=ledger, endpoints=endpoints
         )
-        self.metrics = GatewayMetrics()
+        self.metrics = metrics or GatewayMetrics()
         self._transport = transport
         self._clients: ClientPool | None = None
         self._wake: asyncio.Event | None = None

@@ -28,7 +28,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from tuneops.append_only import utcnow
 from tuneops.errors import StoreError, VersionNotFoundError
-from tuneops.requestlog import RequestLogWriter, RequestRecord
+from tuneops.requestlog import RequestRecord, RequestSink
 from tuneops.serving.gateway.assignment import (
     ModelNameError,
     ModelTarget,
@@ -129,7 +129,7 @@ class ChatCompletions:
     def __init__(
         self,
         tables: RoutingTables,
-        writer: RequestLogWriter,
+        writer: RequestSink,
         metrics: GatewayMetrics,
         client: Callable[[], httpx.AsyncClient],
         options: ChatOptions,

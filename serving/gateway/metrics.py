@@ -59,6 +59,16 @@ class GatewayMetrics:
             "tuneops_gateway_request_log_backlog", "Request records in the spool, not yet in the database.",
             registry=r,
         )  # fmt: skip
+        self.traces = Counter(
+            "tuneops_gateway_traces", "Sampled requests written to MLflow as traces (result=recorded) "
+            "or dropped (result=queue_full: MLflow too slow; result=mlflow_error).", ["result"], registry=r,
+        )  # fmt: skip
+
+    def traced(self) -> None:
+        self.traces.labels("recorded").inc()
+
+    def dropped(self, reason: str) -> None:
+        self.traces.labels(reason).inc()
 
     def answered(
         self,

@@ -191,6 +191,7 @@ def serve_gateway(
     from tuneops.requestlog import RequestLog, RequestLogWriter
     from tuneops.routing_state import RoutingState
     from tuneops.serving.gateway.app import Gateway, GatewayConfig
+    from tuneops.serving.gateway.metrics import GatewayMetrics
     from tuneops.serving.gateway.upstreams import provider_endpoints
 
     project = load_project(spec)
@@ -213,6 +214,15 @@ def serve_gateway(
         stack.callback(writer.close)
         if replayed.records:
             err_console.print(f"[dim]request log: {replayed.records} spooled record(s) replayed[/dim]")
+        sink = writer
+        metrics = GatewayMetrics()
+        if project.spec.serving.trace_sample_rate > 0:
+            from tuneops.registry.traces import TraceRecorder
+            from tuneops.serving.gateway.tracing import TracingWriter
+
+            recorder = TraceRecorder(store, project.spec.model.name)
+            sink = TracingWriter(writer, recorder, project.spec.serving.trace_sample_rate, metrics)
+            stack.callback(sink.close)
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         config = GatewayConfig(
             (project.spec.model.name,),
@@ -222,8 +232,8 @@ def serve_gateway(
             webhook_secret=secret,
         )
         gateway = Gateway(
-            config, store=store, routing=routing, ledger=ledger, request_log=request_log, writer=writer,
-            endpoints=endpoints,
+            config, store=store, routing=routing, ledger=ledger, request_log=request_log, writer=sink,
+            endpoints=endpoints, metrics=metrics,
         )  # fmt: skip
         err_console.print(
             f"tuneops gateway on http://{host}:{port}/v1 serving {project.spec.model.name}"
