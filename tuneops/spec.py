@@ -548,6 +548,8 @@ class ServingConfig(_Section):
     upstream_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     max_request_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     refresh_seconds: Annotated[float, Field(gt=0, le=2)] = 2.0
+    trace_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Share of answered requests also written to MLflow as traces (off the request path; 0: none)."""
 
 
 class Spec(_Section):
