@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from tuneops.errors import TuneopsError
@@ -55,6 +55,7 @@ class RoutingTables:
         self._refreshing = threading.Lock()
         self.refreshed_at: float | None = None
         self.refresh_failures = 0
+        self._complaints = Complaints()
         self.ledger_moves = 0
 
     def table(self, model: str) -> RoutingTable | None:
@@ -92,9 +93,11 @@ class RoutingTables:
                         changed.append(model)
                 except TuneopsError as exc:
                     self.refresh_failures += 1
-                    log.warning(
-                        "routing refresh of %s failed, keeping its last table: %s", model, exc.one_line()
+                    self._complaints.failed(
+                        model, f"routing refresh of {model} failed, keeping its last table: {exc.one_line()}"
                     )
+                else:
+                    self._complaints.recovered(model, f"routing refresh of {model}")
             self.refreshed_at = time.time()
         return changed
 
@@ -116,7 +119,9 @@ class RoutingTables:
                     self.store.get_version(model, version), self.endpoints
                 )
             except UnservableVersion as exc:
-                log.error("cannot serve %s/%s: %s", model, version, exc)
+                self._complaints.failed(f"{model}/{version}", f"cannot serve {model}/{version}: {exc}")
+            else:
+                self._complaints.recovered(f"{model}/{version}", f"serving {model}/{version}")
         previous = self._tables.get(model)
         self._tables[model] = table
         if self._recorded.get(model) != aliases:
@@ -126,3 +131,37 @@ class RoutingTables:
             )
             self._recorded[model] = aliases
         return bool(previous != table)
+
+
+class Complaints:
+    """Log a failure that repeats every refresh (every 2 s) once, then once a minute, then its end.
+
+    A tracking server that is down for an hour should leave a handful of lines in the gateway's
+    log, not 1,800; the count of failures stays exact in ``refresh_failures`` (``/metrics``).
+    """
+
+    def __init__(self, repeat_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.repeat_seconds = repeat_seconds
+        self._clock = clock
+        self._streaks: dict[str, tuple[int, float]] = {}
+
+    def failed(self, key: str, message: str) -> bool:
+        """Count one failure of ``key``; log it when it starts a streak or a minute has passed."""
+        count, last_logged = self._streaks.get(key, (0, float("-inf")))
+        now = self._clock()
+        count += 1
+        logged = now - last_logged >= self.repeat_seconds
+        if logged:
+            suffix = f" ({count} times in a row)" if count > 1 else ""
+            log.warning("%s%s", message, suffix)
+            last_logged = now
+        self._streaks[key] = (count, last_logged)
+        return logged
+
+    def recovered(self, key: str, what: str) -> bool:
+        """End ``key``'s streak; say so once when there was one."""
+        streak = self._streaks.pop(key, None)
+        if streak is None:
+            return False
+        log.warning("%s works again after %d failure(s)", what, streak[0])
+        return True
