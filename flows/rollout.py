@@ -76,7 +76,7 @@ def rollout(
         interval_seconds: override ``rollout.analysis_interval_seconds``.
         max_intervals: stop looking after this many intervals (the rollout stays resumable).
         gateway_url: the gateway's ``/v1`` root for blue-green's pinned smoke replay (default
-            ``tuneops serve gateway``'s; its key comes from ``TUNEOPS_GATEWAY_API_KEYS``).
+            the settings' ``gateway_url``; its key is the first of ``TUNEOPS_GATEWAY_API_KEYS``).
     """
     log = get_run_logger()
     spec, project_dir = load_spec(Path(spec_path))
@@ -87,7 +87,7 @@ def rollout(
     plan = plan_for(config, record.strategy)  # type: ignore[arg-type]
     interval = interval_seconds or config.analysis_interval_seconds
     store = RolloutStore.open(settings.state_db_url or "")
-    gateway = GatewayAccess.from_environment(gateway_url)
+    gateway = GatewayAccess.from_settings(settings, gateway_url)
     log.info("rollout %s of %s v%s (%s), %s at step %d", record.id, record.model, record.challenger_version,
              record.strategy, "resumed" if resumed else "started", record.step_index)  # fmt: skip
     try:

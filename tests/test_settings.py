@@ -31,3 +31,17 @@ def test_dotenv_and_environment_override_defaults(tmp_path: Path, monkeypatch):
     assert settings.secret_values() == ["sk-from-dotenv"]
     assert "sk-from-dotenv" not in repr(settings)
     assert "sk-from-dotenv" not in str(settings.model_dump())
+
+
+def test_gateway_address_and_keys_come_from_settings(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("TUNEOPS_GATEWAY_URL", raising=False)
+    monkeypatch.delenv("TUNEOPS_GATEWAY_API_KEYS", raising=False)
+    assert TuneopsSettings.load(tmp_path).gateway_url == "http://127.0.0.1:8780/v1"
+    assert TuneopsSettings.load(tmp_path).gateway_keys == ()
+    (tmp_path / ".env").write_text("TUNEOPS_GATEWAY_API_KEYS= gw-one ,gw-two,,gw-one\n")
+    monkeypatch.setenv("TUNEOPS_GATEWAY_URL", "http://gateway.internal:9000/v1")
+    settings = TuneopsSettings.load(tmp_path)
+    assert settings.gateway_url == "http://gateway.internal:9000/v1"
+    assert settings.gateway_keys == ("gw-one", "gw-two")
+    assert set(settings.secret_values()) == {"gw-one", "gw-two"}
+    assert "gw-one" not in repr(settings)

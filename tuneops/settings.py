@@ -33,6 +33,10 @@ QUIET_ENVIRONMENT = {
 }
 
 
+DEFAULT_GATEWAY_PORT = 8780
+DEFAULT_GATEWAY_URL = f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}/v1"
+
+
 class TuneopsSettings(BaseSettings):
     """Store addresses and credentials for one project directory.
 
@@ -67,6 +71,10 @@ class TuneopsSettings(BaseSettings):
     webhook_secret: SecretStr | None = None  # signs MLflow registry webhooks (TUNEOPS_WEBHOOK_SECRET)
     mlflow_ui_url: str | None = None
     prefect_ui_url: str | None = None
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    """Where clients of the gateway (rollout smoke tests, ``tuneops traffic``) find its ``/v1`` root."""
+    gateway_api_keys: SecretStr | None = None
+    """Bearer keys the gateway accepts, comma-separated (TUNEOPS_GATEWAY_API_KEYS); clients send the first."""
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> TuneopsSettings:
@@ -102,7 +110,14 @@ class TuneopsSettings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret in these settings, for log scrubbing and leak scans."""
         secrets = (self.openai_api_key, self.azure_openai_api_key, self.local_api_key, self.webhook_secret)
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        return [*values, *self.gateway_keys]
+
+    @property
+    def gateway_keys(self) -> tuple[str, ...]:
+        """``gateway_api_keys`` split on commas, blanks and repeats dropped."""
+        raw = self.gateway_api_keys.get_secret_value() if self.gateway_api_keys else ""
+        return tuple(dict.fromkeys(k.strip() for k in raw.split(",") if k.strip()))
 
     @classmethod
     def load(cls, project_dir: Path | None = None, **overrides: Any) -> TuneopsSettings:

@@ -10,7 +10,6 @@ rollout is in changes nothing, so a re-run after a crash repeats no effect.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -27,7 +26,7 @@ from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.registry.promotion import promote, rollback
 from tuneops.requestlog import RequestLog
 from tuneops.routing_state import RoutingState
-from tuneops.settings import TuneopsSettings
+from tuneops.settings import DEFAULT_GATEWAY_URL, TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.rollout.inputs import Price, arm_rows, summarize
 from tuneops.tasks.rollout.planning import policy_for
@@ -36,8 +35,6 @@ from tuneops.tasks.rollout.smoke import replay_pinned, smoke_rows
 from tuneops.tasks.rollout.state import RolloutRecord, RolloutStore
 
 ACTOR = "rollout"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8780/v1"  # ``tuneops serve gateway``'s default port
-GATEWAY_KEYS_ENV = "TUNEOPS_GATEWAY_API_KEYS"
 
 
 def _url(settings: TuneopsSettings) -> str:
@@ -208,10 +205,10 @@ class GatewayAccess:
     api_key: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_environment(cls, url: str | None) -> GatewayAccess:
-        """``url`` (default: ``tuneops serve gateway``'s) and the first of ``TUNEOPS_GATEWAY_API_KEYS``."""
-        keys = [k.strip() for k in os.environ.get(GATEWAY_KEYS_ENV, "").split(",") if k.strip()]
-        return cls(url or DEFAULT_GATEWAY_URL, keys[0] if keys else None)
+    def from_settings(cls, settings: TuneopsSettings, url: str | None = None) -> GatewayAccess:
+        """``url`` (default: the settings' ``gateway_url``) and the first of their gateway keys."""
+        keys = settings.gateway_keys
+        return cls(url or settings.gateway_url, keys[0] if keys else None)
 
 
 @task(name="smoke-test-challenger", cache_policy=NO_CACHE)

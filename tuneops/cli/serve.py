@@ -15,6 +15,7 @@ import typer
 from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, err_console, load_project, settings_for
 from tuneops.errors import ServiceError, UsageError
 from tuneops.providers import local_service_key
+from tuneops.settings import DEFAULT_GATEWAY_PORT, TuneopsSettings
 
 if TYPE_CHECKING:
     from tuneops.registry.mlflow_store import RegistryStore
@@ -110,18 +111,12 @@ def serve_models(
 GATEWAY_KEYS_ENV = "TUNEOPS_GATEWAY_API_KEYS"
 
 
-def gateway_keys(given: Sequence[str] | None, project_dir: Path) -> tuple[str, ...]:
-    """``--api-key`` values, else ``TUNEOPS_GATEWAY_API_KEYS`` (comma-separated) from the environment
-    or the project's ``.env``; empty means the gateway asks for no key."""
+def gateway_keys(given: Sequence[str] | None, settings: TuneopsSettings) -> tuple[str, ...]:
+    """``--api-key`` values, else the settings' ``gateway_api_keys`` (``TUNEOPS_GATEWAY_API_KEYS``
+    from the environment or the project's ``.env``); empty means the gateway asks for no key."""
     if given:
         return tuple(dict.fromkeys(k.strip() for k in given if k.strip()))
-    raw = os.environ.get(GATEWAY_KEYS_ENV)
-    env_file = project_dir / ".env"
-    if raw is None and env_file.is_file():
-        from dotenv import dotenv_values
-
-        raw = dotenv_values(env_file).get(GATEWAY_KEYS_ENV)
-    return tuple(dict.fromkeys(k.strip() for k in (raw or "").split(",") if k.strip()))
+    return settings.gateway_keys
 
 
 @contextlib.contextmanager
@@ -155,7 +150,7 @@ def _local_service_if_needed(project: Project, store: RegistryStore, local_base_
 def serve_gateway(
     spec: SpecOption = DEFAULT_SPEC,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8780,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_GATEWAY_PORT,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -196,7 +191,7 @@ def serve_gateway(
 
     project = load_project(spec)
     settings = project.settings
-    keys = gateway_keys(api_key, project.directory)
+    keys = gateway_keys(api_key, settings)
     _check_port(host, port)
     assert settings.state_db_url is not None
     store = RegistryStore.from_settings(settings)

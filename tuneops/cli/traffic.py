@@ -17,9 +17,9 @@ from rich.markup import escape
 
 from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, err_console, load_project
 from tuneops.errors import UserError
+from tuneops.settings import DEFAULT_GATEWAY_URL
 
 traffic_app = typer.Typer(help="Send traffic through the gateway (replay a chat file or a split).")
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8780/v1"
 
 
 @traffic_app.command("replay")
@@ -74,9 +74,7 @@ def replay_command(
                 if path is None or not Path(path).is_file():
                     raise UserError(f"the spec's data.{split} is not a file", hint="pass a chat FILE instead")
             if api_key is None:
-                from tuneops.cli.serve import gateway_keys
-
-                keys = gateway_keys(None, project.directory)
+                keys = project.settings.gateway_keys
                 api_key = keys[0] if keys else None
     assert path is not None and model is not None
     plan = ReplayPlan(rate=rate, users=users, duration_seconds=duration, requests=requests,

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from tuneops.cli.common import DEFAULT_SPEC, SpecOption, console, err_console, settings_for
 from tuneops.errors import TuneopsError, UsageError
+from tuneops.settings import DEFAULT_GATEWAY_PORT
 
 if TYPE_CHECKING:
     from tuneops.stack import StackConfig, StackState
@@ -104,7 +105,7 @@ def up_command(
     ] = None,
     mlflow_port: PortOption = 5000,
     prefect_port: PortOption = 4200,
-    gateway_port: PortOption = 8780,
+    gateway_port: PortOption = DEFAULT_GATEWAY_PORT,
     s3_port: PortOption = 0,
     worker_port: PortOption = 0,
 ) -> None:
