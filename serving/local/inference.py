@@ -4,7 +4,9 @@ A hand-written decoding loop with a KV cache rather than ``model.generate``: it 
 token without an extra thread, honours ``seed`` exactly (its own ``torch.Generator``), and stops
 on the template's end-of-turn token or a user ``stop`` string. Fine-tuned adapters are merged
 into a copy of their base once and kept in a small LRU cache, so a fine-tuned model answers as
-fast as a base one.
+fast as a base one. Non-streamed completions go through ``submit``, which decodes concurrent
+requests for the same model together (:mod:`tuneops.serving.local.batching`); every forward pass,
+batched or not, is ``next_logits``, so a batch of one computes exactly what ``stream`` does.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ class GenerationResult:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    batch_size: int = field(default=1, compare=False)  # rows decoded together with this one
 
 
 class PromptTooLong(ValueError):
@@ -60,6 +63,10 @@ class LoadedModel:
             if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
                 stops.add(token_id)
         self.stop_ids = {t for t in stops if t is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._keep_last = _accepts(model, "logits_to_keep")  # prefill: the last position's logits only
+        self._batcher: Any = None
+        self._batcher_lock = threading.Lock()
         # Without a chat template of its own the model is taught ChatML as plain text: stop on it as text.
         self.text_stops: tuple[str, ...] = (
             () if getattr(tokenizer, "chat_template", None) else ("<|im_end|>",)
@@ -80,31 +87,26 @@ class LoadedModel:
         import torch
 
         prompt = self.prompt_ids(messages)
-        room = self.context - len(prompt)
-        if room < 1:
-            raise PromptTooLong(len(prompt), self.context)
-        budget = min(params.max_tokens or room, room)
-        generator = torch.Generator(device="cpu")
-        if params.seed is not None:
-            generator.manual_seed(params.seed)
-        else:
-            generator.seed()
+        budget = self.room(prompt, params)
+        generator = new_generator(params.seed)
         hold_back = max((len(s) for s in stops), default=1) - 1
         generated: list[int] = []
         emitted = ""
         finish = "length"
-        cache, cache_argument = self._new_cache()
-        step_input = torch.tensor([prompt], device=self.model.device)
+        cache = self.new_cache()
+        step_input = torch.tensor([prompt])
+        mask = torch.ones((1, len(prompt)), dtype=torch.long)
+        positions = torch.arange(len(prompt)).unsqueeze(0)
         with torch.no_grad():
             for _ in range(budget):
-                out = self.model(input_ids=step_input, use_cache=True, **{cache_argument: cache})
-                token = self._pick(out.logits[0, -1, :].float(), params, generator)
+                logits = self.next_logits(step_input, mask, positions, cache)
+                token = pick_token(logits[0].float(), params, generator)
                 if token in self.stop_ids:
                     finish = "stop"
                     break
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                cut = _first_stop(text, stops)
+                cut = first_stop(text, stops)
                 if cut is not None:
                     text, finish = text[:cut], "stop"
                     if len(text) > len(emitted):
@@ -117,15 +119,57 @@ class LoadedModel:
                 if safe > len(emitted):
                     yield text[len(emitted) : safe]
                     emitted = text[:safe]
-                step_input = torch.tensor([[token]], device=self.model.device)
-        if finish != "stop" or _first_stop(emitted, stops) is None:
+                step_input = torch.tensor([[token]])
+                mask = torch.cat([mask, torch.ones((1, 1), dtype=torch.long)], dim=1)
+                positions = positions[:, -1:] + 1
+        if finish != "stop" or first_stop(emitted, stops) is None:
             final = self.tokenizer.decode(generated, skip_special_tokens=True)
-            cut = _first_stop(final, stops)
+            cut = first_stop(final, stops)
             final = final if cut is None else final[:cut]
             if len(final) > len(emitted) and final.startswith(emitted):
                 yield final[len(emitted) :]
                 emitted = final
         yield GenerationResult(emitted, finish, len(prompt), len(generated))
+
+    def submit(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> GenerationResult:
+        """Like ``complete``, decoded together with concurrent requests for this model."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                from tuneops.serving.local.batching import Batcher
+
+                self._batcher = Batcher(self)
+        return self._batcher.submit(self.prompt_ids(messages), params)
+
+    def close(self) -> None:
+        """Let the batcher's thread end once its queue is empty (the model left the cache)."""
+        with self._batcher_lock:
+            if self._batcher is not None:
+                self._batcher.close()
+
+    def room(self, prompt: Sequence[int], params: SamplingParams) -> int:
+        """How many tokens a completion of ``prompt`` may generate; ``PromptTooLong`` when none."""
+        room = self.context - len(prompt)
+        if room < 1:
+            raise PromptTooLong(len(prompt), self.context)
+        return min(params.max_tokens or room, room)
+
+    def next_logits(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any) -> Any:
+        """One forward pass over new tokens (rows x positions); the last position's logits per row.
+
+        Explicit positions and mask make left-padded rows see exactly their own tokens at their
+        own positions, which is what lets a row decode the same in a batch as alone.
+        """
+        device = self.model.device
+        extra = {"logits_to_keep": 1} if self._keep_last else {}
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=True,
+            **{self._cache_argument: cache},
+            **extra,
+        )
+        return out.logits[:, -1, :]
 
     def complete(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> GenerationResult:
         result = None
@@ -135,8 +179,8 @@ class LoadedModel:
         assert result is not None
         return result
 
-    def _new_cache(self) -> tuple[Any, str]:
-        """An empty KV cache the model fills in place, and the keyword its ``forward`` takes it by.
+    def new_cache(self) -> Any:
+        """An empty KV cache the model fills in place (``next_logits`` passes it by the right keyword).
 
         transformers 5.24 renamed ``past_key_values=`` to ``cache=`` (the old name warns, and is
         removed in 5.40); earlier 5.x releases know only the old name. Both update a
@@ -144,25 +188,39 @@ class LoadedModel:
         """
         from transformers import DynamicCache
 
-        return DynamicCache(config=self.model.config), self._cache_argument
-
-    @staticmethod
-    def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
-        import torch
-
-        if params.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
-            sorted_probs = sorted_probs * keep
-            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
-            return int(order[choice])
-        return int(torch.multinomial(probs, 1, generator=generator))
+        return DynamicCache(config=self.model.config)
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+def pick_token(logits: Any, params: SamplingParams, generator: Any) -> int:
+    """The next token from one row's logits: argmax at temperature 0, else a seeded sample."""
+    import torch
+
+    if params.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def new_generator(seed: int | None) -> Any:
+    """The random stream of one completion: ``seed`` makes its samples repeatable."""
+    import torch
+
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first of ``stops`` begins in ``text`` (None when none occurs)."""
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
 
@@ -191,7 +249,7 @@ class ModelCache:
             with self._lock:
                 self._entries[key] = loaded
                 while len(self._entries) > self._max:
-                    self._entries.popitem(last=False)
+                    self._entries.popitem(last=False)[1].close()
             return loaded
 
 
@@ -207,6 +265,15 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None) -> LoadedModel:
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval()
     return LoadedModel(model, tokenizer)
+
+
+def _accepts(model: Any, parameter: str) -> bool:
+    import inspect
+
+    try:
+        return parameter in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _cache_argument(model: Any) -> str:

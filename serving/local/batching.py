@@ -1,0 +1,180 @@
+"""Batched generation: concurrent chat completions for one model are decoded together.
+
+On a CPU a forward pass of a 135M-parameter model costs about the same for 1 row as for 8 (it is
+bound by reading the weights), so decoding concurrent requests as one batch multiplies the
+generated tokens per second. Each loaded model has one ``Batcher``: a thread that takes the
+queued requests (up to ``max_batch``), left-pads their prompts into one batch with an attention
+mask and explicit positions, and decodes them with one KV cache. Every row stops on its own
+(end-of-turn token, ``stop`` string or ``max_tokens``); finished rows leave the batch and the cache.
+
+Static batching: a batch runs to its end and requests arriving meanwhile wait for the next one.
+To fill batches without slowing a lone client, the batcher waits for more requests only when the
+previous batch had more than one: up to ``window`` seconds, until as many have arrived as then.
+
+What batching changes: nothing in the algorithm (greedy stays argmax, a seeded sample draws from
+the row's own generator), but a row's logits come from a different matrix shape than alone
+(padding, batch width), so float rounding can differ in the last bits. A greedy answer can only
+change where two tokens are tied to within that rounding, and a seeded sample (temperature > 0)
+is repeatable for the same seed when the batch composition is the same, not guaranteed across
+compositions. Streamed completions are not batched (they decode alone, token by token).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tuneops.serving.local.inference import (
+    GenerationResult,
+    LoadedModel,
+    SamplingParams,
+    first_stop,
+    new_generator,
+    pick_token,
+)
+
+MAX_BATCH = 8
+WINDOW_SECONDS = 0.025
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    done: threading.Event = field(default_factory=threading.Event)
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+
+
+class Batcher:
+    """The queue and decoding thread of one loaded model (started on the first request)."""
+
+    def __init__(
+        self, model: LoadedModel, max_batch: int = MAX_BATCH, window: float = WINDOW_SECONDS
+    ) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.window = window
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # the latest batches, for tests and the benchmark
+        self._queue: list[_Request] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._last_size = 1
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> GenerationResult:
+        """Queue one completion and wait for it (``PromptTooLong`` is raised here, not queued)."""
+        self.model.room(prompt, params)
+        request = _Request(prompt, params)
+        with self._wake:
+            self._queue.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tuneops-batcher", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def close(self) -> None:
+        """End the thread once the queue is empty (a later ``submit`` starts a new one)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+
+    def _take(self) -> list[_Request] | None:
+        with self._wake:
+            while not self._queue:
+                if self._closing:
+                    self._thread = None
+                    return None
+                self._wake.wait()
+            deadline = time.monotonic() + self.window
+            wanted = min(self.max_batch, self._last_size)
+            while len(self._queue) < wanted and (left := deadline - time.monotonic()) > 0:
+                self._wake.wait(left)
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            self._last_size = len(batch)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            self.batch_sizes.append(len(batch))
+            try:
+                results = generate_batch(self.model, [r.prompt for r in batch], [r.params for r in batch])
+            except BaseException as exc:  # every waiting request must hear of it
+                for request in batch:
+                    request.error = exc
+                    request.done.set()
+                continue
+            for request, result in zip(batch, results, strict=True):
+                request.result = result
+                request.done.set()
+
+
+def generate_batch(
+    model: LoadedModel, prompts: Sequence[list[int]], params: Sequence[SamplingParams]
+) -> list[GenerationResult]:
+    """Decode ``prompts`` together, each row with its own sampling parameters and stops."""
+    import torch
+
+    n = len(prompts)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((n, width), model.pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    budgets = [model.room(p, q) for p, q in zip(prompts, params, strict=True)]
+    generators = [new_generator(p.seed) for p in params]
+    stops = [p.stop + model.text_stops for p in params]
+    generated: list[list[int]] = [[] for _ in range(n)]
+    finish = ["length"] * n
+    active = list(range(n))  # the rows still decoding, in the order of the cache's rows
+    cache = model.new_cache()
+    step_ids = ids
+    with torch.no_grad():
+        while active:
+            logits = model.next_logits(step_ids, mask, positions, cache)
+            keep: list[int] = []
+            for slot, row in enumerate(active):
+                token = pick_token(logits[slot].float(), params[row], generators[row])
+                if token in model.stop_ids:
+                    finish[row] = "stop"
+                    continue
+                generated[row].append(token)
+                text = model.tokenizer.decode(generated[row], skip_special_tokens=True)
+                if first_stop(text, stops[row]) is not None:
+                    finish[row] = "stop"
+                elif len(generated[row]) < budgets[row]:
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch and the cache
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index.to(model.model.device))
+                mask, positions = mask[index], positions[index]
+                active = [active[slot] for slot in keep]
+            step_ids = torch.tensor([[generated[row][-1]] for row in active])
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+    results = []
+    for row in range(n):
+        text = model.tokenizer.decode(generated[row], skip_special_tokens=True)
+        cut = first_stop(text, stops[row])
+        results.append(
+            GenerationResult(
+                text if cut is None else text[:cut],
+                finish[row],
+                len(prompts[row]),
+                len(generated[row]),
+                batch_size=n,
+            )
+        )
+    return results
