@@ -370,10 +370,10 @@ def overfitting_check(
     ok = rise <= max_rise + _TOLERANCE
     if ok:
         msg = (f"validation loss {chosen_loss:.4g} of {chosen} is {rise:+.1%} vs the best {best_loss:.4g} "
-               f"({best}), within the allowed {max_rise:.1%}")  # fmt: skip
+               f"at {best}, within the allowed {max_rise:.1%}")  # fmt: skip
     else:
         msg = (f"overfitting: validation loss {chosen_loss:.4g} of {chosen} is {rise:+.1%} above the "
-               f"run's best {best_loss:.4g} ({best}), more than the allowed {max_rise:.1%}; evaluate the "
+               f"run's best {best_loss:.4g} at {best}, more than the allowed {max_rise:.1%}; evaluate the "
                "best checkpoint (evaluation.checkpoints: best) or train fewer epochs "
                "(finetune.hyperparameters.n_epochs)")  # fmt: skip
     return CheckOutcome("overfitting", ok, msg, "validation_loss_rise", None, rise, max_rise)
