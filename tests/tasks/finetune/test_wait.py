@@ -185,11 +185,16 @@ def test_logged_progress_says_each_status_once_and_steps_at_most_every_interval(
     ]
 
 
-def test_the_overfitting_check_reaches_mlflow_from_the_checkpoints(make_spec, settings, dataset) -> None:
+def test_the_overfitting_check_reaches_mlflow_from_the_checkpoints(
+    make_spec, settings, dataset, schemas
+) -> None:
     """Validation loss falls to epoch 2, then rises: best_epoch 2, +50% at the end, plot marked."""
     import json
 
+    import httpx
+
     from tuneops.tasks.finetune.tracking import CHECKPOINTS_ARTIFACT
+    from tuneops.testing.reference.openapi import assert_matches
 
     with OpenAIStubServer(valid_losses=[2.0, 1.2, 1.5, 1.8]) as overfit:
         adapter = OpenAICompatibleProvider(kind="openai", base_url=overfit.base_url, api_key="k")
@@ -199,6 +204,14 @@ def test_the_overfitting_check_reaches_mlflow_from_the_checkpoints(make_spec, se
         job = submit_job_for(spec, settings, dataset, provider=adapter, retry=FAST)
         done = wait_for_job(spec, settings, job, provider=adapter, poll=FAST_POLL)
         adapter.close()
+        listed_raw = httpx.get(f"{overfit.base_url}/fine_tuning/jobs/{job.id}/checkpoints?limit=3").json()
+        rest = httpx.get(
+            f"{overfit.base_url}/fine_tuning/jobs/{job.id}/checkpoints?after={listed_raw['last_id']}"
+        ).json()
+    # the stub answers in OpenAI's published shape, newest first, paged with `after`
+    assert_matches("ListFineTuningJobCheckpointsResponse", listed_raw)
+    assert [c["step_number"] for c in listed_raw["data"]] == [4, 3, 2] and listed_raw["has_more"]
+    assert [c["step_number"] for c in rest["data"]] == [1] and not rest["has_more"]
     client, run = _run(settings)
     metrics = run.data.metrics
     assert metrics["best_epoch"] == 2 and metrics["best_step"] == 2
