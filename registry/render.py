@@ -143,7 +143,7 @@ def _parent_node(parent: Tree, p: ParentLineage, model: str) -> None:
 
 def _trigger_node(parent: Tree, trigger: Trigger, prefect_ui_url: str | None) -> None:
     """Why the flow run ran; for drift, the monitor run and drift report that caused it."""
-    node = parent.add(f"triggered by {escape(trigger.kind)}: {escape(trigger.reason)}")
+    node = parent.add(f"triggered by: {escape(trigger.reason)}")
     if trigger.kind != "drift":
         return
     monitor = trigger.monitor_flow_run_id or "not recorded"
@@ -155,7 +155,7 @@ def _trigger_node(parent: Tree, trigger: Trigger, prefect_ui_url: str | None) ->
         f"drift report run: {escape(trigger.drift_report_run_id or 'not recorded')}{status}"
         " (drift/report.md, drift/signals.png)"
     )
-    if trigger.drift_summary:
+    if trigger.drift_summary and trigger.drift_summary not in trigger.reason:
         report.add(escape(trigger.drift_summary))
 
 
