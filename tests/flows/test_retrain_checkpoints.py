@@ -32,9 +32,17 @@ FORMAT = r'"^CLAIM_TYPE=\\w+; PRIORITY=\\w+; NEXT=\\w+\\.$"'
 
 
 def write_spec(
-    directory: Path, base_url: str, *, train: list, finetune: str, kind: str = "local", seed: int = 11
+    directory: Path,
+    base_url: str,
+    *,
+    train: list,
+    finetune: str,
+    kind: str = "local",
+    seed: int = 11,
+    evaluation: str = "",
 ) -> Path:
-    """A project on ``train`` with fixed validation and test splits; ``finetune`` is YAML flow text."""
+    """A project on ``train`` with fixed validation and test splits; ``finetune`` is YAML flow text,
+    ``evaluation`` more lines of the evaluation section."""
     directory.mkdir(parents=True, exist_ok=True)
     held_out = claims_chat_examples(60, seed=seed + 1000)
     (directory / "train.jsonl").write_bytes(as_jsonl(train))
@@ -52,6 +60,7 @@ evaluation:
   format: {{regex: {FORMAT}}}
   max_tokens: 40
   bootstrap_resamples: 200
+{evaluation}
 """
     )
     return spec
@@ -177,3 +186,67 @@ def test_continuing_from_an_alias_that_is_not_set_is_one_clear_line(tmp_path: Pa
     assert f"tuneops promote {NAME} VERSION" in last
     # Prefect's own task/flow log lines above it still carry the traceback in a fresh `tuneops run`
     # process (cli.common.one_line_errors misses those handlers): reported, not asserted here.
+
+
+def test_evaluating_the_best_checkpoint_registers_it_and_passes_the_overfitting_gate(
+    tmp_path: Path,
+    tiny_test_model: Path,  # noqa: F811
+    prefect_harness,
+) -> None:
+    """The same overfitting config with ``evaluation.checkpoints: best``: the fix the report suggests."""
+    from tuneops.flows.retrain import retrain
+
+    with serve_locally(tmp_path / "models", tiny_test_model) as service:
+        spec = write_spec(
+            tmp_path / "project",
+            service.base_url,
+            train=claims_chat_examples(12, seed=3),
+            finetune="{suffix: overfit, seed: 7, max_validation_loss_rise: 0.0, "
+            "hyperparameters: {n_epochs: 10, batch_size: 4, learning_rate_multiplier: 8}}",
+            evaluation="  checkpoints: best",
+        )
+        outcome = retrain(spec_path=str(spec))
+
+    training = outcome.training
+    assert training is not None and training.best is not None and training.final is not None
+    assert training.final.step > training.best.step, training.summary()  # it did overfit
+    assert outcome.evaluation is not None and outcome.gate_passed, outcome.evaluation.markdown
+    assert outcome.evaluation.candidate_model == training.best.model  # ft:...:ckpt-step-N
+    assert outcome.challenger_set
+    tags = outcome.registered.tags
+    assert tags["tuneops.endpoint_model"] == training.best.model
+    assert tags["tuneops.checkpoint"] == training.best.model
+    assert tags["tuneops.checkpoint_step"] == str(training.best.step)
+    assert float(tags["tuneops.validation_loss_rise"]) == 0.0
+
+
+def test_all_checkpoints_are_evaluated_and_the_winner_registered(
+    tmp_path: Path,
+    tiny_test_model: Path,  # noqa: F811
+    prefect_harness,
+) -> None:
+    from tuneops.flows.retrain import retrain
+
+    with serve_locally(tmp_path / "models", tiny_test_model) as service:
+        spec = write_spec(
+            tmp_path / "project",
+            service.base_url,
+            train=claims_chat_examples(24, seed=5),
+            finetune="{suffix: every, seed: 7, hyperparameters: {n_epochs: 2, batch_size: 8}}",
+            evaluation="  checkpoints: all\n  gates: [{metric: f1}]",
+        )
+        outcome = retrain(spec_path=str(spec))
+
+    training = outcome.training
+    assert training is not None and len(training.checkpoints) >= 2
+    evaluation = outcome.evaluation
+    assert evaluation is not None
+    labels = {f"ckpt-step-{c.step}" for c in training.checkpoints}
+    assert labels <= set(evaluation.summaries)  # every checkpoint answered and scored
+    winner = evaluation.decision.candidate
+    f1 = {label: evaluation.summaries[label].mean("f1") for label in labels}
+    assert f1[winner] == max(f1.values())
+    registered = outcome.registered.tags
+    assert registered["tuneops.endpoint_model"] == evaluation.candidate_model
+    assert registered["tuneops.checkpoint_step"] == winner.removeprefix("ckpt-step-")
+    assert f"checkpoints evaluated; `{winner}`" in evaluation.markdown
