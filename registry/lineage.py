@@ -73,6 +73,9 @@ class DatasetLineage:
     tokens: int | None
     validation_report: dict[str, Any] | None
     manifest_found: bool
+    # reviewed rows in the version: counts by origin, teachers, reviewers, production request ids
+    # (the manifest's ``provenance`` summary; per-row lines in the version's provenance.jsonl)
+    provenance: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -508,6 +511,7 @@ def _dataset(
         tokens=_int((manifest or {}).get("tokens")) or _sum([s.tokens for s in splits]),
         validation_report=(manifest or {}).get("validation_report") or (manifest or {}).get("validation"),
         manifest_found=manifest is not None,
+        provenance=(manifest or {}).get("provenance"),
     )
 
 

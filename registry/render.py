@@ -15,6 +15,8 @@ from tuneops.registry.lineage import Lineage, Routing, ServedRequest, champion_r
 from tuneops.registry.trigger import Trigger
 from tuneops.registry.types import LedgerEntry
 
+SHOWN_REQUEST_IDS = 50
+
 
 def _when(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
@@ -78,6 +80,8 @@ def lineage_tree(
             f"{split.split}: sha256 {split.sha256[:16]}…  rows {_n(split.rows)}"
             f"  tokens {_n(split.tokens)}  {escape(split.uri or '')}"
         )
+    if ds.provenance:
+        _provenance_node(data, ds.provenance)
     if ds.validation_report:
         data.add(f"validation report: {escape(json.dumps(ds.validation_report, sort_keys=True)[:300])}")
     ev = lineage.evaluation
@@ -106,6 +110,32 @@ def lineage_tree(
     for warning in lineage.warnings:
         root.add(f"[yellow]warning:[/yellow] {escape(warning)}")
     return root
+
+
+def _provenance_node(parent: Tree, p: dict[str, Any]) -> None:
+    """Which reviewed rows the model learnt from: production requests (by id) and synthetic rows."""
+    origins = p.get("by_origin") or {}
+    reviewers = ", ".join(p.get("reviewers") or []) or "?"
+    node = parent.add(
+        f"reviewed rows: {_n(p.get('rows'))}  ({escape(_kv(origins))}; edited {_n(p.get('edited'))})"
+        f"  reviewers: {escape(reviewers)}"
+    )
+    if origins.get("synthetic"):
+        teachers = ", ".join(p.get("teacher_models") or []) or "?"
+        templates = ", ".join(p.get("prompt_templates") or []) or "?"
+        node.add(
+            f"synthetic: {origins['synthetic']} rows, teacher {escape(teachers)}, prompt {escape(templates)}"
+        )
+    ids = [str(i) for i in p.get("request_ids") or []]
+    if ids:
+        total = int(p.get("request_ids_total") or len(ids))
+        shown = ", ".join(ids[:SHOWN_REQUEST_IDS])
+        more = (
+            f" … {total - min(len(ids), SHOWN_REQUEST_IDS)} more in {p.get('file')}"
+            if total > SHOWN_REQUEST_IDS
+            else ""
+        )
+        node.add(f"production requests ({total}): {escape(shown)}{escape(more)}")
 
 
 def _checkpoint_node(parent: Tree, ck: CheckpointLineage) -> None:

@@ -12,6 +12,10 @@ Steps (see :mod:`tuneops.tasks.data.layout` for the layout and the digest defini
 4. If the store already has the manifest for that digest, write nothing. Otherwise upload the
    splits, then the manifest last: a version without a manifest is invisible to readers and is
    simply overwritten by the next attempt.
+
+Rows that came through review (their input file has a ``<file>.provenance`` sidecar) get their
+provenance recorded in the version's ``provenance.jsonl``, summarised in the manifest (see
+:mod:`tuneops.tasks.data.provenance`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +32,7 @@ from typing import Any, BinaryIO
 
 from tuneops.errors import DatasetError, StoreError, UsageError
 from tuneops.spec import Spec, SplitConfig, SystemPromptConfig
+from tuneops.tasks.data import provenance
 from tuneops.tasks.data.layout import (
     TEST,
     VALIDATION,
@@ -82,8 +88,12 @@ def version_files(
     system_prompt: SystemPromptConfig | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    sidecars: Sequence[Path] | None = None,
 ) -> DatasetVersion:
     """Version ``sources`` as dataset ``name`` in ``store``; ``home`` holds caches and temp files.
+
+    ``sidecars`` are the review provenance files of the inputs (default: those beside the
+    source files); rows found in them get per-row provenance in the version.
 
     Returns the version, with ``created`` False when it already existed (nothing was written).
 
@@ -102,7 +112,9 @@ def version_files(
     for _, path in sources.items():
         if not path.is_file():
             raise UsageError(f"{path}: no such file", hint="check data.train/validation/test in tuneops.yaml")
-    fingerprint = _fingerprint(sources, name, store, split, options, system_prompt)
+    if sidecars is None:
+        sidecars = [side for _, path in sources.items() for side in provenance.sidecars_for(path)]
+    fingerprint = _fingerprint(sources, name, store, split, options, system_prompt, sidecars)
     cache_file = home / "cache" / "digests" / f"{fingerprint}.json"
     cached = _cached_version(cache_file, name, store)
     if cached is not None:
@@ -125,6 +137,15 @@ def version_files(
             version = version_from_manifest(store, json.loads(store.read_bytes(key)))
         else:
             manifest = _manifest(name, digest, sources, written, reports, split, system_prompt, options)
+            rows = provenance.match_rows(
+                {s: Path(tmp) / f"{s}.jsonl" for s in written},
+                provenance.load_sidecars(sidecars),
+                system_prompt.text if system_prompt.policy == "inject" else None,
+            )
+            if rows:  # before the manifest: a manifest never names a file that is not there
+                data = provenance.encode(rows)
+                store.put_bytes(provenance.provenance_key(name, digest), data)
+                manifest["provenance"] = provenance.summarize(rows, data)
             for split_name in written:
                 split_file = Path(tmp) / f"{split_name}.jsonl"
                 store.put_file(split_key(name, digest, split_name), split_file, handover=True)
@@ -153,6 +174,9 @@ def version_from_spec(
     def local(path: Path | None) -> Path | None:
         return None if path is None else resolve_source(path, home, s3_endpoint_url=s3_endpoint_url)
 
+    sidecars = [
+        side for path in (data.train, data.validation, data.test) for side in provenance.sidecars_for(path)
+    ]
     return version_files(
         DatasetSources(
             train=local(data.train) or data.train, validation=local(data.validation), test=local(data.test)
@@ -165,6 +189,7 @@ def version_from_spec(
         system_prompt=data.system_prompt,
         workers=workers,
         progress=progress,
+        sidecars=sidecars,
     )
 
 
@@ -175,6 +200,7 @@ def _fingerprint(
     split: SplitConfig,
     options: ValidationOptions,
     system_prompt: SystemPromptConfig,
+    sidecars: Sequence[Path] = (),
 ) -> str:
     files = []
     for split_name, path in sources.items():
@@ -190,6 +216,8 @@ def _fingerprint(
         "options": {k: v for k, v in options.__dict__.items() if k != "max_problems"},
         "encoding": ENCODING_NAME,
     }
+    if sidecars:  # kept out of the key otherwise, so versions made before provenance stay cached
+        key["provenance"] = provenance.sidecar_identity(sidecars)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -137,3 +137,9 @@ def test_accept_reject_edit_quit_crash_resume_then_version_holds_exactly_the_acc
     assert sorted(json.dumps(r, sort_keys=True) for r in versioned) == sorted(
         json.dumps(r, sort_keys=True) for r in rows
     )
+    summary = manifest["manifest"]["provenance"]  # per-row provenance made it into the version
+    assert (summary["rows"], summary["by_origin"], summary["edited"]) == (12, {"synthetic": 12}, 1)
+    assert summary["teacher_models"] == ["teacher"] and summary["reviewers"] == ["ann"]
+    assert (stored / summary["file"]).is_file() and len(
+        (stored / summary["file"]).read_text().splitlines()
+    ) == 12

@@ -112,6 +112,7 @@ def test_json_form_is_stable(build_version: Any, store: RegistryStore, ledger: L
         "tokens",
         "validation_report",
         "manifest_found",
+        "provenance",  # reviewed rows: synthetic counts, harvested request ids; an extension too
     }
     assert set(data["dataset"]["splits"][0]) == {"split", "sha256", "uri", "rows", "tokens"}
     assert set(data["evaluation"]) == {
