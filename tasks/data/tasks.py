@@ -1,7 +1,17 @@
-"""Thin Prefect tasks of the data stage; the logic lives in ``version``."""
+"""Thin Prefect tasks of the data stage: version, and the review loop's three steps.
+
+``synthesize_examples`` and ``harvest_served_requests`` fill review queues; ``export_accepted`` writes a
+queue's accepted rows (and their provenance sidecar) to the file the spec names, which
+``data.train`` (a folder or glob) includes, so the next ``version_dataset`` versions them with
+per-row provenance. A person reviews in between (``tuneops data review``); a retrain flow calls
+``export_accepted`` before ``version_dataset`` to pick up whatever was accepted since. The logic
+lives in ``version``, ``synthesize``, ``harvest`` and ``review``.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -9,9 +19,13 @@ from prefect import task
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.catalog import store_for
+from tuneops.tasks.data.harvest import HarvestReport, harvest
+from tuneops.tasks.data.review import ReviewQueue, export_reviewed
+from tuneops.tasks.data.sources import resolve_source
 from tuneops.tasks.data.store import TransientStoreError
+from tuneops.tasks.data.synthesize import SynthesisReport, openai_complete, synthesize
 from tuneops.tasks.data.types import DatasetVersion
-from tuneops.tasks.data.version import version_from_spec
+from tuneops.tasks.data.version import options_from_spec, version_from_spec
 
 
 def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -36,3 +50,75 @@ def version_dataset(spec: Spec, settings: TuneopsSettings) -> DatasetVersion:
     return version_from_spec(
         spec, store=store_for(settings), home=settings.state_home, s3_endpoint_url=settings.s3_endpoint_url
     )
+
+
+@task(name="synthesize-examples")
+def synthesize_examples(
+    spec: Spec, settings: TuneopsSettings, count: int = 20, seeds: int = 10
+) -> SynthesisReport:
+    """Ask the spec's teacher for ``count`` candidates from ``seeds`` training rows; queue them for review.
+
+    No task retries: the teacher client retries transient errors itself, and a re-run only
+    queues candidates not queued yet.
+    """
+    from tuneops.providers import resolve_endpoint
+    from tuneops.tasks.drift.embed import embed_texts
+
+    config = spec.data.synthesize
+    train_file = resolve_source(
+        spec.data.train, settings.state_home, s3_endpoint_url=settings.s3_endpoint_url
+    )
+    train = [json.loads(line) for line in train_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    endpoint = resolve_endpoint(spec.provider, settings)
+    model = config.teacher_model or spec.model.base_model
+    system = spec.data.system_prompt.text or next(
+        (m["content"] for m in (train[0]["messages"] if train else []) if m.get("role") == "system"), None
+    )
+    return synthesize(
+        complete=openai_complete(
+            config.teacher_base_url or endpoint.base_url,
+            endpoint.require_key(),
+            model,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+        ),
+        teacher_model=model,
+        system_prompt=system,
+        seeds=train[:seeds],
+        existing=train,
+        n=count,
+        config=config,
+        options=options_from_spec(spec),
+        queue=ReviewQueue.named(settings.state_home, config.queue),
+        embed=embed_texts,
+    )
+
+
+@task(name="harvest-requests")
+def harvest_served_requests(spec: Spec, settings: TuneopsSettings, model: str | None = None) -> HarvestReport:
+    """Queue the model's served requests with good feedback (captured, format-checked, redacted)."""
+    config = spec.data.harvest
+    return harvest(
+        str(settings.state_db_url),
+        model or spec.model.name,
+        config,
+        ReviewQueue.named(settings.state_home, config.queue),
+        system_prompt=spec.data.system_prompt.text,
+    )
+
+
+@task(name="export-accepted")
+def export_accepted(spec: Spec, settings: TuneopsSettings, queue: str = "synthetic") -> Path:
+    """Write ``queue``'s accepted rows and provenance sidecar to its output file; return the file.
+
+    Rewritten whole from the queue's journals (idempotent); the output is ``data.synthesize.output``
+    or ``data.harvest.output`` for those queues, else ``data/reviewed/<queue>.jsonl``, relative to
+    the project.
+    """
+    output = Path("data/reviewed") / f"{queue}.jsonl"
+    for config in (spec.data.synthesize, spec.data.harvest):
+        if config.queue == queue:
+            output = config.output
+    target = output if output.is_absolute() else settings.project_dir / output
+    export_reviewed(ReviewQueue.named(settings.state_home, queue), target)
+    return target
