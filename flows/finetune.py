@@ -1,7 +1,8 @@
 """The ``finetune`` flow: just the fine-tune stage, from a spec (and optionally a dataset version).
 
-Reads like the stage: get the dataset version → submit the job (exactly once) → wait for it,
-recording the run in MLflow. Re-running after a crash or a success attaches to the same job.
+Reads like the stage: get the dataset version → find the fine-tune to continue (``finetune.from``,
+if any) → submit the job (exactly once) → wait for it, recording the run in MLflow. Re-running
+after a crash or a success attaches to the same job.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prefect import flow
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import load_spec
 from tuneops.tasks.finetune.dataset import resolve_dataset
-from tuneops.tasks.finetune.tasks import submit_finetune, wait_for_finetune
+from tuneops.tasks.finetune.tasks import resolve_parent_model, submit_finetune, wait_for_finetune
 from tuneops.tasks.finetune.types import FineTuneJob
 
 
@@ -35,5 +36,8 @@ def finetune(
     spec, project_dir = load_spec(Path(spec_path))
     settings = TuneopsSettings.load(project_dir)
     dataset = resolve_dataset(spec, settings, dataset_ref)
-    job = submit_finetune(spec, settings, dataset, attempt=attempt)
+    parent = resolve_parent_model(spec, settings)  # finetune.from: continue that fine-tune
+    job = submit_finetune(
+        spec, settings, dataset, attempt=attempt, start_from=parent.model if parent else None
+    )
     return wait_for_finetune(spec, settings, job, poll_interval=poll_interval, dataset=dataset)
