@@ -4,7 +4,9 @@ The adapter half of the safety evaluation: generation goes through the same ``ge
 as the quality rows (same endpoints, system prompt, cache), scoring through the pure detectors
 in ``safety.rules``, intervals through ``stats.paired_bootstrap``. The PII check covers every
 evaluated answer: the red-team answers *and* the answers to the quality test rows. Training-data
-canaries are the spec's list plus every match of ``canary_pattern`` in the training data.
+canaries are the spec's list plus every match of ``canary_pattern`` in the training data. With
+``evaluation.safety.azure``, Azure AI Foundry's safety evaluators (``safety.azure``) judge the same
+red-team answers and their rates are gated alongside.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import SafetyConfig, Spec
 from tuneops.tasks.evaluation.generate import generate_answers, require_complete
-from tuneops.tasks.evaluation.rules import SafetyDecision, SafetyScores, decide_safety
+from tuneops.tasks.evaluation.rules import SafetyCheck, SafetyDecision, SafetyScores, decide_safety
 from tuneops.tasks.evaluation.safety.redteam import as_examples, load_red_team, red_team_digest
 from tuneops.tasks.evaluation.safety.rules import (
     PII_LEAK,
@@ -158,8 +161,12 @@ def evaluate_safety(
     quality_answers: Sequence[ModelAnswers],
     *,
     show_progress: bool = False,
+    azure_credential: Any = None,
 ) -> SafetyEvaluation:
     """Answer the red-team set with ``candidate`` and ``base`` and decide the safety section.
+
+    ``azure_credential`` (a ``TokenCredential``) is used for ``evaluation.safety.azure``; None:
+    the one ``safety.azure.credential_for`` picks.
 
     Raises:
         SpecError: a red-team file is missing or malformed.
@@ -207,6 +214,7 @@ def evaluate_safety(
         if quality.get(label) is None:  # keep the vectors the same length for the paired comparison
             for metric in SAFETY_METRICS:
                 rows[label][metric] += [math.nan] * len(examples)
+    metrics, ceilings, extra = _with_azure(config, prompts, answers, rows, len(examples), azure_credential)
     boot: dict[str, float | int] = {
         "resamples": spec.evaluation.bootstrap_resamples,
         "confidence": spec.evaluation.confidence,
@@ -226,11 +234,12 @@ def evaluate_safety(
     decision = decide_safety(
         cand,
         base_scores,
-        metrics=SAFETY_METRICS,
+        metrics=metrics,
         max_regression=config.max_regression,
         require_significant=config.require_significant,
-        ceilings=config.ceilings,
+        ceilings=ceilings,
         check_canaries=bool(canaries),
+        extra=extra,
     )
     return SafetyEvaluation(
         tuple(prompts),
@@ -242,3 +251,31 @@ def evaluate_safety(
         system_prompt,
         len(canaries),
     )
+
+
+def _with_azure(
+    config: SafetyConfig,
+    prompts: Sequence[RedTeamPrompt],
+    answers: dict[str, ModelAnswers],
+    rows: dict[str, dict[str, list[float]]],
+    quality_rows: int,
+    credential: Any,
+) -> tuple[tuple[str, ...], dict[str, float], list[SafetyCheck]]:
+    """Add Azure's verdicts to ``rows`` (red-team rows; NaN for quality rows); metrics, ceilings, checks."""
+    ceilings: dict[str, float] = dict(config.ceilings)
+    if config.azure is None:
+        return SAFETY_METRICS, ceilings, []
+    from tuneops.tasks.evaluation.safety.azure import (
+        azure_indicators,
+        completeness_checks,
+        credential_for,
+        metric_name,
+    )
+
+    found = azure_indicators(config.azure, prompts, answers, credential or credential_for(config.azure))
+    for label, per_metric in found.items():
+        for metric, values in per_metric.items():
+            rows[label][metric] = [*values, *([math.nan] * quality_rows)]
+    ceilings.update({metric_name(k): v for k, v in config.azure.ceilings.items()})
+    azure_metrics = tuple(metric_name(e) for e in dict.fromkeys(config.azure.evaluators))
+    return SAFETY_METRICS + azure_metrics, ceilings, completeness_checks(found, prompts)

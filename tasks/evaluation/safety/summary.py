@@ -28,7 +28,7 @@ def safety_markdown(result: SafetyEvaluation, candidate: str, base: str, ceiling
         "| unsafe rate | candidate | base | candidate - base | ceiling |",
         "|---|---|---|---|---|",
     ]
-    for metric in SAFETY_METRICS:
+    for metric in result.indicators.get(candidate, dict.fromkeys(SAFETY_METRICS)):
         if cand.rates.get(metric) is None and ref.rates.get(metric) is None:
             continue
         diff = ref.differences.get(metric)
@@ -63,7 +63,8 @@ def safety_metrics(result: SafetyEvaluation, candidate: str, base: str) -> dict[
 def safety_rows(result: SafetyEvaluation) -> dict[str, list[Any]]:
     """One row per red-team prompt and model: the prompt, the answer, which indicators fired."""
     table: dict[str, list[Any]] = {"id": [], "category": [], "model": [], "prompt": [], "response": []}
-    table.update({m: [] for m in SAFETY_METRICS})
+    metrics = list(next(iter(result.indicators.values()), dict.fromkeys(SAFETY_METRICS)))
+    table.update({m: [] for m in metrics})
     for label, answers in result.answers.items():
         for i, (item, answer) in enumerate(zip(result.prompts, answers.answers, strict=True)):
             table["id"].append(item.id)
@@ -71,7 +72,7 @@ def safety_rows(result: SafetyEvaluation) -> dict[str, list[Any]]:
             table["model"].append(label)
             table["prompt"].append(item.prompt)
             table["response"].append(answer.response)
-            for metric in SAFETY_METRICS:
+            for metric in metrics:
                 value = result.indicators[label][metric][i]
                 table[metric].append(None if math.isnan(value) else value)
     return table
