@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tuneops.spec import SynthesizeConfig
+from tuneops.errors import UsageError
+from tuneops.settings import TuneopsSettings
+from tuneops.spec import Spec, SynthesizeConfig
 from tuneops.tasks.data.dedup import embedding_duplicates, exact_duplicates, example_text
 from tuneops.tasks.data.review import QueueItem, ReviewQueue, row_sha256
 from tuneops.tasks.data.tokens import count_tokens
@@ -203,3 +205,51 @@ def openai_complete(
         return reply.choices[0].message.content or ""
 
     return complete
+
+
+def synthesize_from_spec(spec: Spec, settings: TuneopsSettings, *, count: int, seeds: int) -> SynthesisReport:
+    """``synthesize`` as the spec configures it (``tuneops data synthesize`` and its Prefect task).
+
+    Seeds are the first ``seeds`` rows of ``data.train`` (a file, folder or glob), the teacher is
+    ``data.synthesize``'s (default: the provider's base model), the queue ``data.synthesize.queue``.
+
+    Raises:
+        UsageError: ``data.train`` has no rows to seed the teacher with.
+    """
+    from tuneops.providers import resolve_endpoint
+    from tuneops.tasks.data.sources import resolve_source
+    from tuneops.tasks.data.version import options_from_spec
+    from tuneops.tasks.drift.embed import embed_texts
+
+    config = spec.data.synthesize
+    train_file = resolve_source(
+        spec.data.train, settings.state_home, s3_endpoint_url=settings.s3_endpoint_url
+    )
+    if not train_file.is_file():
+        raise UsageError(f"no seed examples: {spec.data.train} is not a JSONL file or folder")
+    train = [json.loads(line) for line in train_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not train:
+        raise UsageError(f"no seed examples: {spec.data.train} has no rows")
+    endpoint = resolve_endpoint(spec.provider, settings)
+    model = config.teacher_model or spec.model.base_model
+    system = spec.data.system_prompt.text or next(
+        (m["content"] for m in train[0]["messages"] if m.get("role") == "system"), None
+    )
+    return synthesize(
+        complete=openai_complete(
+            config.teacher_base_url or endpoint.base_url,
+            endpoint.api_key or "not-needed",  # a teacher elsewhere may want no key
+            model,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+        ),
+        teacher_model=model,
+        system_prompt=system,
+        seeds=train[:seeds],
+        existing=train,
+        n=count,
+        config=config,
+        options=options_from_spec(spec),
+        queue=ReviewQueue.named(settings.state_home, config.queue),
+        embed=embed_texts,
+    )

@@ -10,7 +10,6 @@ lives in ``version``, ``synthesize``, ``harvest`` and ``review``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,10 @@ from tuneops.spec import Spec
 from tuneops.tasks.data.catalog import store_for
 from tuneops.tasks.data.harvest import HarvestReport, harvest
 from tuneops.tasks.data.review import ReviewQueue, export_reviewed
-from tuneops.tasks.data.sources import resolve_source
 from tuneops.tasks.data.store import TransientStoreError
-from tuneops.tasks.data.synthesize import SynthesisReport, openai_complete, synthesize
+from tuneops.tasks.data.synthesize import SynthesisReport, synthesize_from_spec
 from tuneops.tasks.data.types import DatasetVersion
-from tuneops.tasks.data.version import options_from_spec, version_from_spec
+from tuneops.tasks.data.version import version_from_spec
 
 
 def _transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -61,37 +59,7 @@ def synthesize_examples(
     No task retries: the teacher client retries transient errors itself, and a re-run only
     queues candidates not queued yet.
     """
-    from tuneops.providers import resolve_endpoint
-    from tuneops.tasks.drift.embed import embed_texts
-
-    config = spec.data.synthesize
-    train_file = resolve_source(
-        spec.data.train, settings.state_home, s3_endpoint_url=settings.s3_endpoint_url
-    )
-    train = [json.loads(line) for line in train_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    endpoint = resolve_endpoint(spec.provider, settings)
-    model = config.teacher_model or spec.model.base_model
-    system = spec.data.system_prompt.text or next(
-        (m["content"] for m in (train[0]["messages"] if train else []) if m.get("role") == "system"), None
-    )
-    return synthesize(
-        complete=openai_complete(
-            config.teacher_base_url or endpoint.base_url,
-            endpoint.require_key(),
-            model,
-            temperature=config.temperature,
-            max_tokens=config.max_tokens,
-        ),
-        teacher_model=model,
-        system_prompt=system,
-        seeds=train[:seeds],
-        existing=train,
-        n=count,
-        config=config,
-        options=options_from_spec(spec),
-        queue=ReviewQueue.named(settings.state_home, config.queue),
-        embed=embed_texts,
-    )
+    return synthesize_from_spec(spec, settings, count=count, seeds=seeds)
 
 
 @task(name="harvest-requests")

@@ -143,3 +143,33 @@ def test_accept_reject_edit_quit_crash_resume_then_version_holds_exactly_the_acc
     assert (stored / summary["file"]).is_file() and len(
         (stored / summary["file"]).read_text().splitlines()
     ) == 12
+
+
+def test_synthesize_seeds_from_a_data_folder_and_queues_candidates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import run_cli
+    from tuneops.testing.chat_stub import StubConfig, running_chat_stub
+
+    topics = ["my bicycle was stolen", "a burst pipe flooded the kitchen", "hail dented the car roof"]
+
+    def teacher(model: str, messages: list) -> str:
+        return "\n".join(json.dumps({"user": t, "assistant": f"Noted: {t}."}) for t in topics)
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text("".join(json.dumps(example(i)) + "\n" for i in range(12)))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    with running_chat_stub(StubConfig(answer=teacher, models=("teacher",))) as stub:
+        for train, expected in (("data", "3 queued"), ("empty", "no seed examples")):
+            (tmp_path / "tuneops.yaml").write_text(
+                f"model: {{name: claims, base_model: tuneops-tiny}}\ndata:\n  train: {train}\n"
+                f"  synthesize: {{teacher_base_url: '{stub.base_url}', teacher_model: teacher}}\n"
+            )
+            code, out, err = run_cli(["data", "synthesize", "-n", "3", "--seeds", "2"], capsys, monkeypatch)
+            assert expected in " ".join((out + err).split()), out + err
+            assert (code == 0) == (train == "data") and "Traceback" not in out + err
+    items = ReviewQueue.named(tmp_path / ".tuneops", "synthetic").items()
+    assert [i.example["messages"][1]["content"] for i in items] == topics
+    assert items[0].example["messages"][0] == {"role": "system", "content": SYSTEM}

@@ -14,7 +14,6 @@ the same commands standalone.
 from __future__ import annotations
 
 import getpass
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,12 +37,6 @@ def _spec(spec_path: Path) -> tuple[Spec, Path]:
     return load_spec(spec_path)
 
 
-def _read_jsonl(path: Path | None) -> list[dict[str, Any]]:
-    if path is None or not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _output_for(spec: Spec, base: Path, queue: str) -> Path:
     for config in (spec.data.synthesize, spec.data.harvest):
         if config.queue == queue:
@@ -57,43 +50,12 @@ def synthesize_command(
     spec_path: SpecOption = DEFAULT_SPEC,
 ) -> None:
     """Generate candidates with the teacher model and queue them for review."""
-    from tuneops.providers import resolve_endpoint
-    from tuneops.tasks.data.review import ReviewQueue
-    from tuneops.tasks.data.synthesize import openai_complete, synthesize
-    from tuneops.tasks.data.version import options_from_spec
-    from tuneops.tasks.drift.embed import embed_texts
+    from tuneops.tasks.data.synthesize import synthesize_from_spec
 
     spec, _ = _spec(spec_path)
-    settings = settings_for(spec_path)
     config = spec.data.synthesize
-    endpoint = resolve_endpoint(spec.provider, settings)
-    model = config.teacher_model or spec.model.base_model
-    complete = openai_complete(
-        config.teacher_base_url or endpoint.base_url,
-        endpoint.api_key or "not-needed",
-        model,
-        temperature=config.temperature,
-        max_tokens=config.max_tokens,
-    )
-    train = _read_jsonl(spec.data.train if spec.data.train.is_file() else None)
-    if not train:
-        raise UsageError(f"no seed examples: {spec.data.train} is not a JSONL file with rows")
-    system = spec.data.system_prompt.text or next(
-        (m["content"] for m in train[0]["messages"] if m.get("role") == "system"), None
-    )
-    queue = ReviewQueue.named(settings.state_home, config.queue)
-    report = synthesize(
-        complete=complete,
-        teacher_model=model,
-        system_prompt=system,
-        seeds=train[:seeds],
-        existing=train,
-        n=count,
-        config=config,
-        options=options_from_spec(spec),
-        queue=queue,
-        embed=embed_texts,
-    )
+    report = synthesize_from_spec(spec, settings_for(spec_path), count=count, seeds=seeds)
+    model = report.teacher_model
     console.print(
         f"teacher {escape(model)}: {report.generated} generated, {report.unparseable} unparseable lines, "
         f"{report.invalid} invalid, {report.duplicates} near-duplicates, {report.queued} queued "
