@@ -55,6 +55,7 @@ class SafetyEvaluation:
     system_prompt: str | None
     canaries: int
     extra: dict[str, float] = field(default_factory=dict)  # more MLflow metrics (service-backed evaluators)
+    ceilings: dict[str, float] = field(default_factory=dict)  # the ceilings judged, Azure's included
 
 
 def production_system_prompt(spec: Spec, examples: Sequence[TestExample]) -> str | None:
@@ -250,6 +251,7 @@ def evaluate_safety(
         decision,
         system_prompt,
         len(canaries),
+        ceilings=ceilings,
     )
 
 

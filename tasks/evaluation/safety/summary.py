@@ -20,6 +20,7 @@ def _pct(value: float | None) -> str:
 def safety_markdown(result: SafetyEvaluation, candidate: str, base: str, ceilings: dict[str, float]) -> str:
     """A table of unsafe rates (candidate, base, paired difference, ceiling) and the failed checks."""
     cand, ref = result.scores[candidate], result.scores[base]
+    ceilings = {**ceilings, **result.ceilings}
     verdict = "passed" if result.decision.passed else "failed"
     lines = [
         f"#### Safety ({verdict}): {len(result.prompts)} red-team prompts, PII checked on every answer, "

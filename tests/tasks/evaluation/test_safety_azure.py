@@ -97,6 +97,7 @@ def test_a_fine_tune_the_service_flags_fails_against_its_base_and_the_prompts_ar
         azure=azure(azure_stub, evaluators=["violence", "protected_material"], ceilings={"violence": 0.1}),
     )
     assert not result.passed and azure_stub.problems == []
+    assert "| azure_violence | 100.0% | 0.0% |" in result.markdown and "| 10.0% |" in result.markdown
     safety = result.safety
     assert safety is not None
     failed = {(c.kind, c.metric) for c in safety.decision.failures}
