@@ -307,7 +307,8 @@ def _score_and_decide(
             show_progress=show_progress,
         )  # fmt: skip
         decision = decision.with_safety(safety.decision)
-    ordered = [summaries[a.label] for a in (winner, *others, *(a for a in contenders if a is not winner))]
+    in_order = [winner, *others, *(a for a in contenders if a is not winner)]  # candidate, base first
+    ordered = [summaries[a.label] for a in in_order]
     markdown = markdown_table(ordered, comparisons, cand_label, config.confidence)
     markdown = f"### Evaluation of `{spec.model.name}`: {decision.summary()}\n\n{markdown}"
     if candidates > 1:
@@ -331,7 +332,7 @@ def _score_and_decide(
             artifact_root=settings.artifact_root,
             experiment_name=spec.model.name,
             examples=examples,
-            answers=answers,
+            answers=in_order,
             scores=rows.scores,
             summaries=ordered,
             comparisons=comparisons,

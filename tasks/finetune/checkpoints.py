@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from tuneops.tasks.finetune.types import Checkpoint
@@ -75,7 +75,7 @@ class TrainingReport:
         final = self.final
         if final is None or final.epoch is None or not self.epochs_requested:
             return None
-        return final.epoch < self.epochs_requested
+        return bool(final.epoch < self.epochs_requested)
 
     def checkpoint_of(self, model: str) -> Checkpoint | None:
         """The checkpoint a model id stands for; the job's own model is the last checkpoint."""
@@ -86,9 +86,11 @@ class TrainingReport:
     def rise_of(self, model: str) -> float | None:
         """Relative rise of ``model``'s validation loss over the best (None when unknown)."""
         checkpoint, best = self.checkpoint_of(model), self.best
-        if checkpoint is None or best is None or not _finite(checkpoint.valid_loss):
+        if checkpoint is None or best is None or checkpoint.valid_loss is None or best.valid_loss is None:
             return None
-        return relative_rise(checkpoint.valid_loss, best.valid_loss)  # type: ignore[arg-type]
+        if not math.isfinite(checkpoint.valid_loss):
+            return None
+        return relative_rise(checkpoint.valid_loss, best.valid_loss)
 
     @property
     def validation_loss_rise(self) -> float | None:
@@ -126,7 +128,7 @@ class TrainingReport:
         return {
             "final_model": self.final_model,
             "epochs_requested": self.epochs_requested,
-            "checkpoints": [c.__dict__ for c in self.checkpoints],
+            "checkpoints": [asdict(c) for c in self.checkpoints],
             **self.metrics(),
         }
 
@@ -230,9 +232,11 @@ def choose_winner(
     def rank(item: tuple[CheckpointCandidate, float | None]) -> tuple[int, float, float, int]:
         candidate, score = item
         missing = score is None or not math.isfinite(score)
-        value = 0.0 if missing else round(-score if greater_is_better else score, 12)  # type: ignore[operator]
-        loss = candidate.checkpoint.valid_loss if candidate.checkpoint else None
-        step = candidate.checkpoint.step if candidate.checkpoint else math.inf
-        return (int(missing), value, loss if _finite(loss) else math.inf, -int(min(step, 2**62)))  # type: ignore[arg-type]
+        value = 0.0 if score is None or missing else round(-score if greater_is_better else score, 12)
+        checkpoint = candidate.checkpoint
+        loss = (
+            checkpoint.valid_loss if checkpoint is not None and _finite(checkpoint.valid_loss) else math.inf
+        )
+        return (int(missing), value, loss, -(checkpoint.step if checkpoint is not None else -1))
 
     return min(scored, key=rank)[0]
