@@ -6,6 +6,9 @@ generated tokens per second. Each loaded model has one ``Batcher``: a thread tha
 queued requests (up to ``max_batch``), left-pads their prompts into one batch with an attention
 mask and explicit positions, and decodes them with one KV cache. Every row stops on its own
 (end-of-turn token, ``stop`` string or ``max_tokens``); finished rows leave the batch and the cache.
+The start all prompts share (typically the system prompt of an evaluation) is computed once and
+its cache copied to every row: reading a prompt is compute-bound, so batching alone would not
+make it cheaper, and for short answers to long prompts it is most of the work.
 
 Static batching: a batch runs to its end and requests arriving meanwhile wait for the next one.
 To fill batches without slowing a lone client, the batcher waits for more requests only when the
@@ -38,6 +41,7 @@ from tuneops.serving.local.inference import (
 
 MAX_BATCH = 8
 WINDOW_SECONDS = 0.025
+MIN_SHARED_PREFIX = 16  # tokens; below that, computing a shared start once is not worth a forward pass
 
 
 @dataclass
@@ -124,20 +128,34 @@ def generate_batch(
     import torch
 
     n = len(prompts)
-    width = max(len(p) for p in prompts)
+    cache = model.new_cache()
+    shared = shared_prefix(prompts) if n > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    else:  # the common start (a system prompt) is computed once and its cache copied to every row
+        with torch.no_grad():
+            model.next_logits(
+                torch.tensor([prompts[0][:shared]]),
+                torch.ones((1, shared), dtype=torch.long),
+                torch.arange(shared).unsqueeze(0),
+                cache,
+            )
+        cache.batch_repeat_interleave(n)
+    tails = [p[shared:] for p in prompts]
+    width = max(len(t) for t in tails)
     ids = torch.full((n, width), model.pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        mask[row, width - len(prompt) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    tail_mask = torch.zeros((n, width), dtype=torch.long)
+    for row, tail in enumerate(tails):
+        ids[row, width - len(tail) :] = torch.tensor(tail)
+        tail_mask[row, width - len(tail) :] = 1
+    positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([torch.ones((n, shared), dtype=torch.long), tail_mask], dim=1)
     budgets = [model.room(p, q) for p, q in zip(prompts, params, strict=True)]
     generators = [new_generator(p.seed) for p in params]
     stops = [p.stop + model.text_stops for p in params]
     generated: list[list[int]] = [[] for _ in range(n)]
     finish = ["length"] * n
     active = list(range(n))  # the rows still decoding, in the order of the cache's rows
-    cache = model.new_cache()
     step_ids = ids
     with torch.no_grad():
         while active:
@@ -178,3 +196,13 @@ def generate_batch(
             )
         )
     return results
+
+
+def shared_prefix(prompts: Sequence[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one of its own (its logits are needed)."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length

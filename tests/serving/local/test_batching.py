@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from tuneops.serving.local.app import BATCH_SIZE_HEADER
-from tuneops.serving.local.batching import Batcher, generate_batch
+from tuneops.serving.local.batching import Batcher, generate_batch, shared_prefix
 from tuneops.serving.local.inference import LoadedModel, SamplingParams, load_model
 from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.serving.local.testing import claims_chat_examples
@@ -89,3 +89,16 @@ def test_the_service_answers_the_same_one_by_one_and_concurrently(local_service:
         assert [text for text, _ in answers] == [text for text, _ in one_by_one]
         sizes += [size for _, size in answers]
     assert max(sizes) > 1, sizes  # concurrent requests really were decoded together
+
+
+@pytest.mark.parametrize(
+    ("prompts", "expected"),
+    [
+        ([[1, 2, 3, 4], [1, 2, 3, 5]], 3),
+        ([[1, 2, 3], [1, 2, 3, 4]], 2),  # the shorter prompt keeps one token of its own
+        ([[1, 2], [3, 4]], 0),
+        ([[7, 8, 9]], 2),
+    ],
+)
+def test_shared_prefix_leaves_every_row_a_token(prompts: list[list[int]], expected: int) -> None:
+    assert shared_prefix(prompts) == expected
