@@ -25,6 +25,9 @@ def deploy_command(
     print_yaml: Annotated[
         bool, typer.Option("--print-yaml", help="Print the deployments as prefect.yaml; register nothing.")
     ] = False,
+    worker_hint: Annotated[
+        bool, typer.Option("--worker-hint/--no-worker-hint", hidden=True, help="Say how to start a worker.")
+    ] = True,
 ) -> None:
     """Register retrain / monitor-drift / rollout deployments for this project on the Prefect server."""
     project = load_project(spec)
@@ -53,8 +56,9 @@ def deploy_command(
     if skipped:
         console.print(f"[yellow]note:[/yellow] {escape(skipped)}")
     console.print(f"Work pool {escape(pool)} ({'created' if created_pool else 'exists'}, type process).")
-    console.print("Start a worker (same PREFECT_API_URL, tuneops installed):")
-    console.print(f"  prefect worker start --pool {escape(pool)}", soft_wrap=True)
+    if worker_hint:
+        console.print("Start a worker (same PREFECT_API_URL, tuneops installed):")
+        console.print(f"  prefect worker start --pool {escape(pool)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

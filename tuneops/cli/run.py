@@ -9,6 +9,7 @@ UI commands.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from tuneops.cli.common import (
 
 if TYPE_CHECKING:
     from tuneops.flows.retrain_steps import RetrainOutcome
+    from tuneops.settings import TuneopsSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -107,9 +109,29 @@ def _print_summary(project: Project, outcome: RetrainOutcome, seconds: float) ->
         console.print(f"  • {reason}", soft_wrap=True)
     for note in outcome.notes:
         console.print(f"[dim]{note}[/dim]")
-    home = settings.state_home
     console.print()
     console.print("Where to look:")
-    console.print(f"  MLflow UI:  mlflow ui --backend-store-uri {settings.tracking_uri}", soft_wrap=True)
-    console.print(f"  Prefect UI: PREFECT_HOME={home / 'prefect'} prefect server start", soft_wrap=True)
+    mlflow_ui, prefect_ui = ui_addresses(settings)
+    console.print(f"  MLflow UI:  {mlflow_ui}", soft_wrap=True)
+    console.print(f"  Prefect UI: {prefect_ui}", soft_wrap=True)
     console.print(f"  Lineage:    tuneops lineage {version.model_name}/{version.version}", soft_wrap=True)
+
+
+def ui_addresses(settings: TuneopsSettings) -> tuple[str, str]:
+    """Where the MLflow and Prefect UIs of this project are: the servers' addresses when the project
+    runs on servers (``tuneops up`` or your own), else the command that opens the embedded store."""
+    tracking = settings.tracking_uri or ""
+    if settings.mlflow_ui_url:
+        mlflow_ui = settings.mlflow_ui_url
+    elif tracking.startswith(("http://", "https://")):
+        mlflow_ui = tracking
+    else:
+        mlflow_ui = f"mlflow ui --backend-store-uri {tracking}"
+    api = os.environ.get("PREFECT_API_URL", "")
+    if settings.prefect_ui_url:
+        prefect_ui = settings.prefect_ui_url
+    elif api:
+        prefect_ui = api.removesuffix("/").removesuffix("/api")
+    else:
+        prefect_ui = f"PREFECT_HOME={settings.state_home / 'prefect'} prefect server start"
+    return mlflow_ui, prefect_ui

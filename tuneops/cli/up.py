@@ -67,7 +67,8 @@ def _deploy(config: StackConfig, environment: dict[str, str]) -> None:
     env = {**os.environ, **environment}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "tuneops.cli.main", "deploy", "--spec", str(config.spec_path)],
+        [sys.executable, "-m", "tuneops.cli.main", "deploy", "--spec", str(config.spec_path),
+         "--no-worker-hint"],
         cwd=config.project_dir, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if result.returncode != 0:
