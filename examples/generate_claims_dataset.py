@@ -14,6 +14,8 @@ fine-tune can learn both the format and the policy. Output is deterministic for 
 Usage::
 
     python examples/generate_claims_dataset.py --out examples/claims --seed 7
+
+The sizes fit ``scripts/demo`` on 2 CPU cores with SmolLM2-135M (the example's base model).
 """
 
 from __future__ import annotations
@@ -275,13 +277,20 @@ def example(rng: random.Random) -> dict[str, object]:
     }
 
 
-def generate(out: Path, seed: int, train: int, validation: int, test: int) -> dict[str, int]:
-    """Write ``train/validation/test.jsonl`` under ``out``; return the rows written per split."""
+def generate(
+    out: Path, seed: int, train: int, validation: int, test: int, next_week: int = 0
+) -> dict[str, int]:
+    """Write ``train/validation/test.jsonl`` under ``out``; return the rows written per split.
+
+    ``next_week`` rows more, drawn after the others (so never a duplicate of them), go to
+    ``next-week.jsonl``: the new data ``scripts/demo`` continues the champion's fine-tune on.
+    """
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     counts = {}
-    for split, n in (("train", train), ("validation", validation), ("test", test)):
+    splits = [("train", train), ("validation", validation), ("test", test)]
+    for split, n in splits + ([("next-week", next_week)] if next_week else []):
         rows = []
         while len(rows) < n:
             line = json.dumps(example(rng), ensure_ascii=False)
@@ -297,11 +306,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "claims")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--train", type=int, default=320)
-    parser.add_argument("--validation", type=int, default=40)
-    parser.add_argument("--test", type=int, default=40)
+    parser.add_argument("--train", type=int, default=96)
+    parser.add_argument("--validation", type=int, default=16)
+    parser.add_argument("--test", type=int, default=32)
+    parser.add_argument("--next-week", type=int, default=64)
     args = parser.parse_args()
-    counts = generate(args.out, args.seed, args.train, args.validation, args.test)
+    counts = generate(args.out, args.seed, args.train, args.validation, args.test, args.next_week)
     print(", ".join(f"{split}: {n}" for split, n in counts.items()), "->", args.out)
 
 

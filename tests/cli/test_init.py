@@ -29,7 +29,7 @@ def test_init_scaffolds_a_project_that_validates_and_versions(tmp_path: Path, mo
     project = tmp_path / "proj"
     assert rc == 0 and (project / "tuneops.yaml").is_file()
     spec, _ = load_spec(project / "tuneops.yaml")
-    assert spec.provider.kind == "local" and spec.model.base_model == "tuneops-tiny"
+    assert spec.provider.kind == "local" and spec.model.base_model == "smollm2-135m-instruct"
     assert spec.data.train.is_file() and spec.data.validation.is_file() and spec.data.test.is_file()
     rc, out, _ = run(monkeypatch, capsys, project, "data", "validate", "claims/train.jsonl")
     assert rc == 0
@@ -51,7 +51,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path, monkeypatch, ca
 def test_packaged_example_matches_the_repository_example():
     packaged = REPO / "tuneops" / "resources" / "example"
     assert filecmp.cmp(REPO / "examples" / "tuneops.yaml", packaged / "tuneops.yaml", shallow=False)
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "next-week"):
         name = f"{split}.jsonl"
         assert filecmp.cmp(REPO / "examples" / "claims" / name, packaged / "claims" / name, shallow=False)
 
@@ -62,8 +62,8 @@ def test_generator_is_deterministic(tmp_path: Path):
         import generate_claims_dataset as generator
     finally:
         sys.path.pop(0)
-    generator.generate(tmp_path, seed=7, train=320, validation=40, test=40)
-    for split in ("train", "validation", "test"):
+    generator.generate(tmp_path, seed=7, train=96, validation=16, test=32, next_week=64)
+    for split in ("train", "validation", "test", "next-week"):
         assert (tmp_path / f"{split}.jsonl").read_bytes() == (
             REPO / "examples" / "claims" / f"{split}.jsonl"
         ).read_bytes()

@@ -32,5 +32,5 @@ def test_version_dataset_task_in_a_flow(tmp_path: Path, prefect_harness):
 
     first, second = twice()
     assert first.created and not second.created and first.digest == second.digest
-    assert first.splits["train"].rows == 320
+    assert first.splits["train"].rows == 96
     assert (project / ".tuneops" / "data" / "datasets" / "claims" / first.digest / "manifest.json").is_file()
