@@ -31,6 +31,11 @@ def derive_specs(tmp_path: Path) -> None:
     (code,) = [b for b in blocks if "tuneops.demo-rollout.yaml" in b]
     example = resources.files("tuneops") / "resources" / "example" / "tuneops.yaml"
     shutil.copyfile(str(example), tmp_path / "tuneops.yaml")
+    shutil.copytree(
+        str(resources.files("tuneops") / "resources" / "example" / "claims"),
+        tmp_path / "claims",
+        dirs_exist_ok=True,
+    )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
@@ -39,11 +44,15 @@ def test_the_derived_specs_are_valid_and_change_only_what_the_readme_says(tmp_pa
     original, _ = load_spec(tmp_path / "tuneops.yaml")
     retrain, folder = load_spec(tmp_path / "tuneops.retrain.yaml")
     assert folder.resolve() == tmp_path.resolve()  # same project, same state
-    epochs = original.finetune.hyperparameters.n_epochs
-    assert isinstance(epochs, int) and retrain.finetune.hyperparameters.n_epochs == epochs + 1
-    assert retrain.model_dump(exclude={"finetune"}) == original.model_dump(exclude={"finetune"})
+    # the retrain: next week's data, continuing the champion's fine-tune for one epoch
+    assert retrain.data.train.name == "next-week.jsonl" and retrain.data.train.is_file()
+    assert retrain.data.model_dump(exclude={"train"}) == original.data.model_dump(exclude={"train"})
+    assert retrain.finetune.from_ == "champion" and original.finetune.from_ is None
+    assert retrain.finetune.hyperparameters.n_epochs == 1
+    rest = {"finetune", "data"}
+    assert retrain.model_dump(exclude=rest) == original.model_dump(exclude=rest)
     demo, _ = load_spec(tmp_path / "tuneops.demo-rollout.yaml")
-    assert demo.rollout.strategy == "canary" and demo.rollout.steps == original.rollout.steps
+    assert demo.rollout.strategy == "canary" and demo.rollout.steps == [50, 100]
     assert demo.rollout.min_requests_per_step < original.rollout.min_requests_per_step
     assert demo.rollout.guardrails == original.rollout.guardrails
     assert demo.model_dump(exclude={"rollout"}) == original.model_dump(exclude={"rollout"})
