@@ -22,7 +22,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,19 +174,28 @@ class LocalService:
         self._base_cache = (stamp, found)
         return found
 
-    def base_model_dir(self, model_id: str) -> Path:
-        """The folder of a base model, building a built-in one first if needed."""
+    def base_model_dir(self, model_id: str, progress: Callable[[str], None] | None = None) -> Path:
+        """The folder of a base model, building a built-in one first if needed.
+
+        Build progress goes to the log and, when given, to ``progress`` (a job's events).
+        """
         folder = self.base_models().get(model_id)
         if folder is None:
             raise _model_not_found(model_id)
         if folder != self.base_dir / model_id or not self.needs_build(model_id):
             return folder
+
+        def say(line: str) -> None:
+            log.info(line)
+            if progress is not None:
+                progress(line)
+
         with self._build_lock:
             if model_id == TINY_MODEL_ID:
-                ensure_tiny_model(folder, self.config.tiny_profile, log=log.info)
+                ensure_tiny_model(folder, self.config.tiny_profile, log=say)
             else:
                 try:
-                    ensure_smollm2(folder, log=log.info)
+                    ensure_smollm2(folder, log=say)
                 except PackageMissing as exc:
                     raise _package_missing(exc) from exc
         return folder
@@ -510,7 +519,7 @@ class LocalService:
         if self.needs_build(base):
             self._event(job_id, f"Building the base model {base} on first use (about a minute on a CPU)")
         try:
-            base_dir = self.base_model_dir(base)
+            base_dir = self.base_model_dir(base, progress=lambda line: self._event(job_id, line))
         except ApiError as exc:
             self._fail(job_id, "model_not_available", exc.message)
             return
