@@ -524,6 +524,10 @@ class MonitoringConfig(_Section):
     "insufficient traffic", never "no drift". ``embedding_sample`` prompts of the window (and of
     the training data) are embedded, which bounds the check's time. Each threshold is read in
     ``tuneops.tasks.drift.rules``; ``min_feedback_mean`` unset leaves feedback unjudged.
+    ``quality_sample`` of the window's answered requests with captured text (picked by request
+    id, at most ``quality_max_rows``; 0 turns it off) are scored with the evaluation's own
+    reference-free scorers and judged against the gates' thresholds; fewer than
+    ``quality_min_rows`` scored rows leave those scores unjudged.
     """
 
     window_hours: Annotated[int, Field(ge=1)] = 24
@@ -541,6 +545,9 @@ class MonitoringConfig(_Section):
     min_feedback: Annotated[int, Field(ge=1)] = 30
     low_confidence_logprob: Annotated[float, Field(lt=0)] = -1.0
     max_low_confidence_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    quality_sample: Annotated[float, Field(ge=0, le=1)] = 0.1
+    quality_max_rows: Annotated[int, Field(ge=1)] = 200
+    quality_min_rows: Annotated[int, Field(ge=1)] = 30
 
     @model_validator(mode="after")
     def _ood_bar_above_expected(self) -> MonitoringConfig:

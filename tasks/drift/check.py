@@ -8,13 +8,14 @@ embeddings never change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tuneops.requestlog import LoggedRequest
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
 from tuneops.tasks.data.tokens import count_tokens
@@ -69,12 +70,28 @@ def run_drift_check(spec: Spec, settings: TuneopsSettings, now: datetime | None 
 
             current = embed_texts(texts)
         measured = measure_window(window, reference, current, config)
+        measured = _with_quality(measured, spec, settings, rows, champion)
     verdict = decide_drift(
         spec.model.name, champion.version, measured, config, window_start=since, window_end=until
     )
     return DriftCheck(
         verdict=verdict, champion=sources.describe_champion(champion), notes=tuple(notes), checked_at=until
     )
+
+
+def _with_quality(
+    measured: Measurements,
+    spec: Spec,
+    settings: TuneopsSettings,
+    rows: list[LoggedRequest],
+    champion: sources.ChampionContext,
+) -> Measurements:
+    """The measurements plus the sampled quality scores (or why the sample could not be judged)."""
+    from tuneops.tasks.drift.scoring import measure_quality
+
+    sample = measure_quality(spec, settings, rows, champion.baseline.scores)
+    missing = {**measured.missing, **({"quality": sample.missing} if sample.missing else {})}
+    return replace(measured, quality=sample.scores, missing=missing)
 
 
 def _reference(

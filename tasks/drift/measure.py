@@ -47,6 +47,7 @@ class QualityBaseline:
     error_rate: float | None = None
     latency_p95_ms: float | None = None
     base_latency_p95_ms: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # candidate means per metric (sampled scores)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,16 @@ from typing import Any
 
 from tuneops.registry.conventions import TAG_FLOW_RUN_ID
 from tuneops.settings import TuneopsSettings
-from tuneops.tasks.drift.rules import DriftVerdict
+from tuneops.tasks.drift.rules import QUALITY_PREFIX, DriftVerdict
 
 RUN_KIND_TAG = "tuneops.kind"
 RUN_KIND = "drift"
 METRIC_PREFIX = "drift."
+
+
+def metric_key(signal: str) -> str:
+    """A signal's MLflow metric name (MLflow refuses ``:``): ``quality:format`` -> ``quality.format``."""
+    return signal.replace(":", ".")
 
 
 def verdict_metrics(verdict: DriftVerdict) -> dict[str, float]:
@@ -29,7 +34,7 @@ def verdict_metrics(verdict: DriftVerdict) -> dict[str, float]:
     }
     for signal in verdict.signals:
         if signal.measured and signal.observed is not None:
-            metrics[f"{METRIC_PREFIX}{signal.name}"] = float(signal.observed)
+            metrics[f"{METRIC_PREFIX}{metric_key(signal.name)}"] = float(signal.observed)
     return metrics
 
 
@@ -62,6 +67,10 @@ def report_markdown(verdict: DriftVerdict, champion: Mapping[str, Any], notes: S
                 f"| {s.name} | {mark} | {_num(s.observed)} | {_num(s.baseline)} | {_num(s.threshold)} "
                 f"| {_num(s.effect)} | {s.message} |"
             )
+    quality = [s for s in verdict.signals if s.name.startswith(QUALITY_PREFIX)]
+    if quality:
+        lines += ["", "Sampled quality scores (the evaluation's scorers on served answers):"]
+        lines += [f"- {s.message}{' - DRIFTED' if s.drifted else ''}" for s in quality]
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -143,7 +152,7 @@ def log_drift_report(
         if run.start_time is not None and run.run_id != run_id
     ]
     history.append((checked_at, {k.removeprefix(METRIC_PREFIX): v for k, v in metrics.items()}))
-    thresholds = {s.name: s.threshold for s in verdict.signals if s.threshold is not None}
+    thresholds = {metric_key(s.name): s.threshold for s in verdict.signals if s.threshold is not None}
     tracker.log_figure(
         run_id, signals_figure(sorted(history, key=lambda h: h[0]), thresholds), "drift/signals.png"
     )

@@ -16,7 +16,12 @@ Each signal is built to stay quiet on an unchanged distribution at the stated th
   over the evaluation's rate *and* the rise must be significant at ``significance``;
 * p95 latency above ``max_latency_ratio`` times the evaluation's; mean feedback below
   ``min_feedback_mean`` over at least ``min_feedback`` scores; the low-confidence share above
-  ``max_low_confidence_share`` where the provider returned log-probabilities.
+  ``max_low_confidence_share`` where the provider returned log-probabilities;
+* a sampled quality score (``quality:<metric>``, the evaluation's own scorers on a sample of
+  served answers) must have its whole interval on the wrong side of the gate's ``threshold``
+  (below it, or above it for lower-is-better metrics such as ``pii_leak``), so a sample that
+  merely dips under the bar by chance stays quiet. Fewer than ``quality_min_rows`` scored rows
+  leave the score unjudged, and a "no drift" summary then says quality was not judged.
 
 A signal that could not be measured (no texts captured, no baseline, no logprobs) is listed as
 such with the reason, and never counts as drift.
@@ -46,6 +51,27 @@ SIGNALS = (
 )
 
 
+QUALITY_PREFIX = "quality:"
+
+
+@dataclass(frozen=True)
+class QualityScore:
+    """One scorer's mean over the sampled served answers, with its interval and the bars.
+
+    ``threshold`` is the spec's gate on the metric (None: no gate, reported only);
+    ``evaluated`` what the evaluation measured for the served version.
+    """
+
+    metric: str
+    mean: float
+    low: float
+    high: float
+    rows: int
+    threshold: float | None = None
+    greater_is_better: bool = True
+    evaluated: float | None = None
+
+
 @dataclass(frozen=True)
 class Measurements:
     """What one window measured; None where a signal could not be measured (see ``missing``)."""
@@ -62,6 +88,7 @@ class Measurements:
     feedback_mean: float | None = None
     feedback_count: int = 0
     low_confidence_share: float | None = None
+    quality: tuple[QualityScore, ...] = ()
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,7 +148,9 @@ class DriftVerdict:
         if self.status == "insufficient_traffic":
             return f"insufficient traffic: {self.requests} requests in the window, {self.min_requests} needed"
         if self.status == "no_drift":
-            return f"no drift in {self.requests} requests"
+            unjudged = [s for s in self.signals if s.name.startswith(QUALITY_PREFIX) and not s.measured]
+            tail = f" ({unjudged[0].message})" if unjudged else ""
+            return f"no drift in {self.requests} requests{tail}"
         return "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +203,7 @@ def decide_drift(
         _latency(measured, config),
         _feedback(measured, config),
         _low_confidence(measured, config),
+        *_quality(measured, config),
     )
     return verdict("drifted" if any(s.drifted for s in signals) else "no_drift", signals)
 
@@ -321,6 +351,52 @@ def _low_confidence(m: Measurements, config: MonitoringConfig) -> SignalOutcome:
         observed=m.low_confidence_share,
         threshold=bar,
         effect=m.low_confidence_share - bar,
+    )
+
+
+def _quality(m: Measurements, config: MonitoringConfig) -> tuple[SignalOutcome, ...]:
+    """One ``quality:<metric>`` signal per sampled score; one unjudged signal when none could be."""
+    if config.quality_sample == 0:
+        return ()
+    if not m.quality:  # nothing to score (no scorer configured) lists nothing; a thin sample says so
+        reason = m.missing.get("quality")
+        return (_unjudged(f"{QUALITY_PREFIX}sample", reason),) if reason else ()
+    return tuple(_quality_score(score, config) for score in m.quality)
+
+
+def _unjudged(name: str, reason: str) -> SignalOutcome:
+    return SignalOutcome(name=name, measured=False, drifted=False, message=f"{name} not judged: {reason}")
+
+
+def _quality_score(score: QualityScore, config: MonitoringConfig) -> SignalOutcome:
+    name = f"{QUALITY_PREFIX}{score.metric}"
+    if score.rows < config.quality_min_rows:
+        return _unjudged(name, f"{score.rows} sampled rows scored, {config.quality_min_rows} needed")
+    interval = f"{score.mean:.3g} [{score.low:.3g}, {score.high:.3g}] over {score.rows} sampled answers"
+    evaluated = "" if score.evaluated is None else f", {score.evaluated:.3g} at evaluation"
+    if score.threshold is None:
+        return SignalOutcome(
+            name=name,
+            measured=True,
+            drifted=False,
+            message=f"{score.metric} {interval}{evaluated} (no gate threshold)",
+            observed=score.mean,
+            baseline=score.evaluated,
+        )
+    bar = score.threshold
+    if score.greater_is_better:
+        drifted, relation = score.high < bar, ("below" if score.high < bar else "not below")
+    else:
+        drifted, relation = score.low > bar, ("above" if score.low > bar else "not above")
+    return SignalOutcome(
+        name=name,
+        measured=True,
+        drifted=drifted,
+        message=f"{score.metric} {interval}{evaluated} ({relation} the gate's {bar:.3g})",
+        observed=score.mean,
+        baseline=score.evaluated,
+        threshold=bar,
+        effect=score.mean - bar,
     )
 
 

@@ -142,6 +142,14 @@ def _baseline(metrics: dict[str, dict[str, float]]) -> QualityBaseline:
         error_rate=0.0 if candidate else None,
         latency_p95_ms=candidate.get("latency_p95_ms"),
         base_latency_p95_ms=base.get("latency_p95_ms"),
+        scores={
+            **candidate,
+            **{
+                k.removeprefix("candidate."): v
+                for k, v in metrics.get("safety", {}).items()
+                if k.startswith("candidate.")
+            },
+        },
     )
 
 

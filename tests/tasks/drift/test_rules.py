@@ -17,7 +17,7 @@ from tuneops.tasks.drift.measure import (
     measure_window,
     texts_to_embed,
 )
-from tuneops.tasks.drift.rules import SIGNALS, Measurements, decide_drift
+from tuneops.tasks.drift.rules import SIGNALS, Measurements, QualityScore, decide_drift, signal_names
 from tuneops.tasks.drift.stats import AucResult, OodResult, RateTest
 
 CONFIG = MonitoringConfig(min_requests=100)
@@ -211,3 +211,94 @@ def test_texts_to_embed_samples_captured_prompts_reproducibly() -> None:
     picked = texts_to_embed(window, config, seed=3)
     assert len(picked) == 50 and all(p and p.startswith("p") for p in picked)
     assert picked == texts_to_embed(window, config, seed=3)
+
+
+# --- sampled quality scores -------------------------------------------------------------------
+
+QUALITY_CONFIG = MonitoringConfig(min_requests=100, quality_sample=0.1, quality_min_rows=30)
+
+
+def _score(mean: float, low: float, high: float, *, rows: int = 40, **bars: object) -> QualityScore:
+    fields: dict[str, object] = {"threshold": 0.9, "greater_is_better": True, "evaluated": 0.96, **bars}
+    return QualityScore("format", mean, low, high, rows, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("score", "drifted"),
+    [
+        (_score(0.6, 0.5, 0.7), True),  # whole interval below the gate's bar
+        (_score(0.8, 0.7, 0.9), False),  # upper bound on the bar: not surely below
+        (_score(0.85, 0.75, 0.95), False),  # straddles the bar: a dip that may be chance
+        (_score(0.97, 0.93, 1.0), False),  # above the bar
+        (_score(0.05, 0.01, 0.1, threshold=0.0, greater_is_better=False), True),  # lower is better, above
+        (_score(0.03, 0.0, 0.08, threshold=0.0, greater_is_better=False), False),  # lower bound on the bar
+        (_score(0.0, 0.0, 0.0, threshold=0.0, greater_is_better=False), False),  # at the ceiling
+        (_score(0.2, 0.1, 0.3, threshold=None), False),  # no gate on the metric: shown, not judged
+    ],
+)
+def test_a_sampled_score_drifts_only_when_its_interval_is_past_the_gate(
+    score: QualityScore, drifted: bool
+) -> None:
+    verdict = decide_drift("m", None, _quiet(quality=(score,)), QUALITY_CONFIG)
+    (signal,) = [s for s in verdict.signals if s.name == "quality:format"]
+    assert signal.measured and signal.drifted is drifted and verdict.drifted is drifted
+    assert signal.observed == score.mean and signal.baseline == score.evaluated
+    assert signal.threshold == score.threshold
+    if score.threshold is None:
+        assert signal.effect is None and "no gate threshold" in signal.message
+    else:
+        assert signal.effect == pytest.approx(score.mean - score.threshold)
+    if drifted:
+        assert verdict.summary().startswith(f"format {score.mean:.3g} [{score.low:.3g}, {score.high:.3g}]")
+
+
+def test_a_format_drop_names_its_signal_and_effect() -> None:
+    verdict = decide_drift("m", "4", _quiet(quality=(_score(0.6, 0.5, 0.7),)), QUALITY_CONFIG)
+    assert list(signal_names(verdict)) == ["quality:format"]
+    (signal,) = verdict.drifted_signals
+    assert signal.effect == pytest.approx(-0.3)
+    assert signal.message == (
+        "format 0.6 [0.5, 0.7] over 40 sampled answers, 0.96 at evaluation (below the gate's 0.9)"
+    )
+
+
+@pytest.mark.parametrize(("rows", "judged"), [(29, False), (30, True), (0, False)])
+def test_too_few_scored_rows_leave_a_score_unjudged_and_say_so(rows: int, judged: bool) -> None:
+    score = _score(0.1, 0.0, 0.2, rows=rows)  # far below the bar: only the row count holds it back
+    verdict = decide_drift("m", None, _quiet(quality=(score,)), QUALITY_CONFIG)
+    (signal,) = [s for s in verdict.signals if s.name == "quality:format"]
+    assert signal.measured is judged and verdict.drifted is judged
+    if not judged:
+        assert signal.message == f"quality:format not judged: {rows} sampled rows scored, 30 needed"
+        assert verdict.summary() == f"no drift in 1000 requests ({signal.message})"
+
+
+def test_a_thin_sample_is_listed_with_its_reason_never_as_plain_no_drift() -> None:
+    reason = "12 sampled answers with captured text, 30 needed"
+    verdict = decide_drift("m", None, _quiet(missing={"quality": reason}), QUALITY_CONFIG)
+    (signal,) = [s for s in verdict.signals if s.name.startswith("quality:")]
+    assert signal.name == "quality:sample" and not signal.measured and not signal.drifted
+    assert verdict.summary() == f"no drift in 1000 requests (quality:sample not judged: {reason})"
+
+
+def test_nothing_to_score_or_sampling_off_adds_no_quality_signal() -> None:
+    assert decide_drift("m", None, _quiet(), QUALITY_CONFIG).signals[-1].name == SIGNALS[-1]
+    off = QUALITY_CONFIG.model_copy(update={"quality_sample": 0.0})
+    dropped = _quiet(quality=(_score(0.1, 0.0, 0.2),), missing={"quality": "thin"})
+    verdict = decide_drift("m", None, dropped, off)
+    assert [s.name for s in verdict.signals] == list(SIGNALS) and verdict.status == "no_drift"
+
+
+def test_each_metric_is_its_own_signal() -> None:
+    pii = QualityScore("pii_leak", 0.1, 0.05, 0.15, 50, threshold=0.0, greater_is_better=False)
+    fine = _score(0.95, 0.9, 1.0)
+    verdict = decide_drift("m", None, _quiet(quality=(fine, pii)), QUALITY_CONFIG)
+    assert list(signal_names(verdict)) == ["quality:pii_leak"]
+    assert [s.name for s in verdict.signals][-2:] == ["quality:format", "quality:pii_leak"]
+
+
+def test_quality_settings_are_bounded() -> None:
+    for bad in ({"quality_sample": 1.5}, {"quality_sample": -0.1}, {"quality_max_rows": 0}):
+        with pytest.raises(ValidationError):
+            MonitoringConfig(**bad)  # type: ignore[arg-type]
+    assert MonitoringConfig().quality_sample == 0.1
