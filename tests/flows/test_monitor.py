@@ -183,3 +183,80 @@ def test_without_captured_texts_lengths_are_compared_with_the_reference_window(
     by_name = {s.name: s for s in verdict.signals}
     assert not by_name["embedding_auc"].measured
     assert any("not captured" in n for n in outcome.check.notes)
+
+
+FORMAT_REGEX = r"^CLAIM_TYPE=\w+; PRIORITY=(low|medium|high); NEXT=\w+\.$"
+OFF_FORMAT = "Sorry to hear that! Please call our hotline and someone will look into your claim."
+
+
+def _serve_answers(settings: TuneopsSettings, version: str, rows: list[tuple[str, str]]) -> None:
+    """Served answers as the gateway records them: through the request log's writer, texts captured."""
+    from tuneops.requestlog import RequestLogWriter
+
+    now = datetime.now(UTC)
+    log = RequestLog.open(settings.state_db_url or "")
+    with RequestLogWriter(log, settings.state_home / "spool-quality") as writer:
+        for i, (prompt, answer) in enumerate(rows):
+            writer.submit(
+                RequestRecord(
+                    request_id=uuid.uuid4().hex,
+                    model=MODEL,
+                    at=now - timedelta(minutes=1 + i % 600),
+                    status_code=200,
+                    latency_ms=50.0 + i % 20,
+                    version=version,
+                    arm="champion",
+                    prompt_text=json.dumps([{"role": "user", "content": prompt}]),
+                    response_text=answer,
+                    prompt_chars=len(prompt),
+                    response_chars=len(answer),
+                )
+            )
+        assert writer.flush(timeout=30)
+    log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("answers", "sample"), [("good", 0.25), ("off-format", 0.25), ("good", 0.03)])
+def test_sampled_answers_are_scored_against_the_format_gate(
+    champion_project, prefect_harness, monkeypatch, answers: str, sample: float
+):
+    from tuneops.registry.mlflow_store import RegistryStore
+
+    spec_path, settings, version = champion_project
+    spec_path.write_text(
+        spec_path.read_text(encoding="utf-8").replace(
+            "monitoring: {", f"monitoring: {{quality_sample: {sample}, quality_min_rows: 30, "
+        )
+        + f"evaluation:\n  format: {{regex: '{FORMAT_REGEX}'}}\n"
+        "  gates: [{metric: format, threshold: 0.9}]\n",
+        encoding="utf-8",
+    )
+    rows = [
+        (str(r["messages"][1]["content"]), str(r["messages"][2]["content"]))
+        for r in claims_chat_examples(400, seed=2)
+    ]
+    if answers == "off-format":  # every other answer breaks the format the gate asks for
+        rows = [(p, OFF_FORMAT if i % 2 else a) for i, (p, a) in enumerate(rows)]
+    _serve_answers(settings, version, rows)
+
+    outcome = _monitor(spec_path, settings, monkeypatch)
+    verdict = outcome.check.verdict
+    quality = {s.name: s for s in verdict.signals if s.name.startswith("quality:")}
+    run = RegistryStore.from_settings(settings).get_run(outcome.report_run_id)
+    report = next(Path(settings.artifact_root.removeprefix("file://")).rglob("drift/report.md")).read_text()
+    if sample < 0.1:  # ~12 of 400 sampled: too few to judge, and the summary says so
+        assert verdict.status == "no_drift" and list(quality) == ["quality:sample"]
+        assert "quality:sample not judged:" in verdict.summary() and "30 needed" in verdict.summary()
+        return
+    signal = quality["quality:format"]
+    assert signal.measured and signal.threshold == 0.9
+    if answers == "good":
+        assert verdict.status == "no_drift", verdict.summary()
+        assert signal.observed == 1.0 and not signal.drifted
+    else:
+        assert [s.name for s in verdict.drifted_signals] == ["quality:format"], verdict.summary()
+        assert 0.3 < signal.observed < 0.7 and signal.effect == pytest.approx(signal.observed - 0.9)
+        assert "below the gate's 0.9" in verdict.summary()
+    assert run.metrics["drift.quality.format"] == signal.observed
+    assert "Sampled quality scores" in report and signal.message in report
