@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -67,31 +67,31 @@ def settings_for(spec_path: Path) -> TuneopsSettings:
     return TuneopsSettings.load(Path(spec_path).resolve().parent)
 
 
-class _OneLineForOurErrors(logging.Filter):
-    """Drop the traceback Prefect's console log attaches to *our* errors: the CLI prints them as
-    one line. Anything else (a bug) keeps its traceback."""
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """While a command runs a flow, keep user errors to the one line ``main`` prints.
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    Prefect logs a failed task or flow with its traceback, on handlers it configures lazily (when
+    the first flow runs, on ``prefect.flow_runs``/``prefect.task_runs`` and friends), so a filter
+    on the handlers present at the start misses them. The log-record factory sees every record of
+    every logger: a record carrying one of *our* errors (a user mistake, a refused request, ...)
+    loses its traceback; anything else (a bug) keeps it.
+    """
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, TuneopsError):
             record.exc_info = None
             record.exc_text = None
-        return True
+        return record
 
-
-@contextlib.contextmanager
-def one_line_errors() -> Iterator[None]:
-    """While a command runs a flow, keep user errors to the one line ``main`` prints."""
-    loggers = (logging.getLogger(), logging.getLogger("prefect"))
-    handlers = [h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
-    quiet = _OneLineForOurErrors()
-    for handler in handlers:
-        handler.addFilter(quiet)
+    logging.setLogRecordFactory(factory)
     try:
         yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
+        logging.setLogRecordFactory(previous)
 
 
 @contextlib.contextmanager
