@@ -11,8 +11,10 @@ its cache copied to every row: reading a prompt is compute-bound, so batching al
 make it cheaper, and for short answers to long prompts it is most of the work.
 
 Static batching: a batch runs to its end and requests arriving meanwhile wait for the next one.
-To fill batches without slowing a lone client, the batcher waits for more requests only when the
-previous batch had more than one: up to ``window`` seconds, until as many have arrived as then.
+The batcher collects requests for ``GATHER_SECONDS`` (a few ms: clients starting together land in
+one batch, a lone client barely waits), and, when the previous batch had more than one request,
+up to ``window`` seconds until as many have arrived as then (clients that send their next request
+as soon as they get an answer stay batched).
 
 What batching changes: nothing in the algorithm (greedy stays argmax, a seeded sample draws from
 the row's own generator), but a row's logits come from a different matrix shape than alone
@@ -40,7 +42,8 @@ from tuneops.serving.local.inference import (
 )
 
 MAX_BATCH = 8
-WINDOW_SECONDS = 0.025
+GATHER_SECONDS = 0.003
+WINDOW_SECONDS = 0.05
 MIN_SHARED_PREFIX = 16  # tokens; below that, computing a shared start once is not worth a forward pass
 
 
@@ -98,9 +101,13 @@ class Batcher:
                     self._thread = None
                     return None
                 self._wake.wait()
-            deadline = time.monotonic() + self.window
+            started = time.monotonic()
             wanted = min(self.max_batch, self._last_size)
-            while len(self._queue) < wanted and (left := deadline - time.monotonic()) > 0:
+            while len(self._queue) < self.max_batch:
+                waited = time.monotonic() - started
+                left = (self.window if len(self._queue) < wanted else GATHER_SECONDS) - waited
+                if left <= 0:
+                    break
                 self._wake.wait(left)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             self._last_size = len(batch)
