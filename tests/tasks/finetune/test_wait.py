@@ -178,11 +178,28 @@ def test_logged_progress_says_each_status_once_and_steps_at_most_every_interval(
     assert [r.getMessage() for r in caplog.records] == [
         "fine-tune ftjob-1 is queued",
         "fine-tune ftjob-1 is running",
-        "step 2/9: train_loss 2.500",
+        "step 2/9: train_loss 2.500, 1.0 s/step, about 7 s left",
         "Epoch 1/2: validation loss=1.6",
-        "step 4/9: train_loss 1.500",
+        "step 4/9: train_loss 1.500, 1.0 s/step, about 5 s left",
         "fine-tune ftjob-1 is succeeded",
     ]
+
+
+def test_training_pace_comes_from_the_providers_step_times() -> None:
+    from tuneops.tasks.finetune.types import TrainingEvent
+    from tuneops.tasks.finetune.wait import training_pace
+
+    def step(n: int, at: int, **extra: float) -> TrainingEvent:
+        return TrainingEvent(id=f"e{n}", created_at=at, message="", step=n, total_steps=24, train_loss=1.0,
+                             extra_metrics=dict(extra))  # fmt: skip
+
+    assert training_pace(None, step(3, 60)) == ""
+    assert training_pace(step(3, 60), step(3, 60)) == ""  # one step: no pace yet
+    assert training_pace(step(1, 100), step(5, 180)) == ", 20.0 s/step, about 6 min left"
+    assert training_pace(step(1, 100), step(5, 180, tokens_per_second=112.4)) == (
+        ", 20.0 s/step, 112 tokens/s, about 6 min left"
+    )
+    assert training_pace(step(1, 100), step(24, 560)) == ", 20.0 s/step"  # done: nothing left
 
 
 def test_the_overfitting_check_reaches_mlflow_from_the_checkpoints(
