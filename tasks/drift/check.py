@@ -70,7 +70,7 @@ def run_drift_check(spec: Spec, settings: TuneopsSettings, now: datetime | None 
 
             current = embed_texts(texts)
         measured = measure_window(window, reference, current, config)
-        measured = _with_quality(measured, spec, settings, rows, champion)
+        measured = _with_quality(measured, spec, settings, rows, champion, notes)
     verdict = decide_drift(
         spec.model.name, champion.version, measured, config, window_start=since, window_end=until
     )
@@ -85,11 +85,13 @@ def _with_quality(
     settings: TuneopsSettings,
     rows: list[LoggedRequest],
     champion: sources.ChampionContext,
+    notes: list[str],
 ) -> Measurements:
     """The measurements plus the sampled quality scores (or why the sample could not be judged)."""
     from tuneops.tasks.drift.scoring import measure_quality
 
     sample = measure_quality(spec, settings, rows, champion.baseline.scores)
+    notes.extend(sample.notes)
     missing = {**measured.missing, **({"quality": sample.missing} if sample.missing else {})}
     return replace(measured, quality=sample.scores, missing=missing)
 

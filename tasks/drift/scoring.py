@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tuneops.errors import ProviderError
 from tuneops.requestlog import LoggedRequest
 from tuneops.settings import TuneopsSettings
 from tuneops.spec import Spec
@@ -33,6 +34,7 @@ class QualitySample:
     scores: tuple[QualityScore, ...] = ()
     sampled: int = 0
     missing: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def measure_quality(
@@ -43,8 +45,8 @@ def measure_quality(
     Nothing to score (sampling off, no reference-free scorer in the evaluation) is an empty
     sample with no reason; a sample too thin to judge says how many rows it had.
 
-    Raises:
-        ProviderError: the judge could not score at all (from the evaluation's ``score_answers``).
+    A judge that cannot score at all leaves its metrics unjudged (0 rows) with a note, so an
+    outage of the judge never hides the other signals of the check.
     """
     config = spec.monitoring
     metrics = scorable_metrics(spec)
@@ -60,7 +62,8 @@ def measure_quality(
         if not answered:
             why = "answer texts are not captured (serving.capture_text off)"
         return QualitySample(sampled=len(picked), missing=why)
-    per_metric = _score(spec, settings, picked, metrics)
+    notes: list[str] = []
+    per_metric = _score(spec, settings, picked, metrics, notes)
     scores = summarise_scores(
         per_metric,
         gate_bars(spec),
@@ -68,11 +71,15 @@ def measure_quality(
         confidence=spec.evaluation.confidence,
         resamples=spec.evaluation.bootstrap_resamples,
     )
-    return QualitySample(scores=scores, sampled=len(picked))
+    return QualitySample(scores=scores, sampled=len(picked), notes=tuple(notes))
 
 
 def _score(
-    spec: Spec, settings: TuneopsSettings, rows: Sequence[LoggedRequest], metrics: Sequence[str]
+    spec: Spec,
+    settings: TuneopsSettings,
+    rows: Sequence[LoggedRequest],
+    metrics: Sequence[str],
+    notes: list[str],
 ) -> dict[str, list[float]]:
     responses = [r.response_text or "" for r in rows]
     out: dict[str, list[float]] = {}
@@ -89,7 +96,11 @@ def _score(
         out["refusal"] = [float(RefusalEvaluator()(response=r)["refusal"]) for r in responses]
     judged = [m for m in metrics if m in JUDGE_METRICS]
     if judged:
-        out.update(_judge(spec, settings, rows, judged))
+        try:
+            out.update(_judge(spec, settings, rows, judged))
+        except ProviderError as exc:
+            notes.append(f"the judge could not score the sample: {exc.one_line()}")
+            out.update({m: [math.nan] * len(rows) for m in judged})
     if PII_METRIC in metrics and spec.evaluation.safety is not None:
         kinds = spec.evaluation.safety.pii_kinds
         out[PII_METRIC] = [
