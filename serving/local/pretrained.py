@@ -16,7 +16,6 @@ built again. The build happens in a sibling staging folder renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuneops.digests import file_sha256
 from tuneops.serving.local.tinymodel import BUILD_INFO
 
 SMOLLM2_MODEL_ID = "smollm2-135m-instruct"
@@ -124,7 +124,8 @@ def build_smollm2(target: Path, source: Path, *, log: Callable[[str], None] | No
         say(f"{SMOLLM2_MODEL_ID}: step {number}/{steps} done in {time.perf_counter() - began:.1f} s")
         return value
 
-    digest = step(1, f"hashing {source.name} ({source.stat().st_size / 1e6:.0f} MB)", lambda: _sha256(source))
+    size_mb = source.stat().st_size / 1e6
+    digest = step(1, f"hashing {source.name} ({size_mb:.0f} MB)", lambda: file_sha256(source))
     folder, name = str(source.parent), source.name
 
     def load() -> tuple[Any, Any]:
@@ -176,11 +177,3 @@ def build_smollm2(target: Path, source: Path, *, log: Callable[[str], None] | No
     partial.rename(target / BUILD_INFO)
     say(f"{SMOLLM2_MODEL_ID}: built in {info['build_seconds']:.1f} s")
     return info
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

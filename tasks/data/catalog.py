@@ -6,12 +6,12 @@ are invisible here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from tuneops.digests import file_sha256
 from tuneops.errors import StoreError, UsageError, VersionNotFoundError
 from tuneops.settings import TuneopsSettings
 from tuneops.tasks.data.layout import MANIFEST, split_key, version_prefix
@@ -101,17 +101,9 @@ def materialize_split(
         return target
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     store.download(key, tmp)
-    actual = _sha256(tmp)
+    actual = file_sha256(tmp)
     if actual != info.sha256:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"{info.uri}: content does not match its digest (got {actual[:12]})")
     tmp.replace(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
