@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # Local services the tests start run one torch thread: tiny models are fastest so on a shared box.
+    os.environ.setdefault("TUNEOPS_TORCH_THREADS", "1")
     # No test may reach a real cloud by accident.
     for key in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "MLFLOW_TRACKING_URI", "AWS_PROFILE"):
         os.environ.pop(key, None)

@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=1,
-        help="CPU threads for torch (1 is fastest for tiny models on a shared box; 0 = torch default)",
+        default=int(os.environ.get("TUNEOPS_TORCH_THREADS") or 0),
+        help="CPU threads for torch (env TUNEOPS_TORCH_THREADS; 0 = torch's default, one per core, "
+        "which SmolLM2 needs; the test suite sets 1, fastest for tiny models on a shared box)",
     )
     parser.add_argument("--prebuild", action="store_true", help="build tuneops-tiny before serving")
     parser.add_argument("--log-level", default="warning")
