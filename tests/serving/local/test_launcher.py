@@ -43,7 +43,7 @@ def test_starts_and_stops_the_service_on_the_settings_models_dir(
         assert url == base_url
         assert answers_openai(base_url, "sk-secret") and not answers_openai(base_url, "wrong")
         models = httpx.get(f"{base_url}/models", headers={"Authorization": "Bearer sk-secret"}).json()
-        assert [m["id"] for m in models["data"]] == ["tuneops-tiny"]
+        assert [m["id"] for m in models["data"]] == ["tuneops-tiny", "smollm2-135m-instruct"]  # the built-ins
     assert not answers_openai(base_url, "sk-secret")
     assert (settings.models_dir / "service.db").is_file()
     assert "sk-secret" not in (settings.models_dir / "service.log").read_text()
