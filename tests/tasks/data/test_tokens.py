@@ -64,10 +64,11 @@ def test_counts_equal_tiktoken_on_every_message_of_the_example_dataset():
     counter = token_counter()
     texts = [
         message["content"]
-        for line in EXAMPLE_TRAIN.read_text(encoding="utf-8").splitlines()
+        for split in sorted(EXAMPLE_TRAIN.parent.glob("*.jsonl"))  # train, validation, test, next-week
+        for line in split.read_text(encoding="utf-8").splitlines()
         for message in json.loads(line)["messages"]
     ]
-    assert len(texts) > 900
+    assert len(texts) == 3 * (96 + 16 + 32 + 64)
     assert [counter(t) for t in texts] == [reference_count_tokens(t) for t in texts]
 
 
