@@ -184,8 +184,8 @@ def test_continuing_from_an_alias_that_is_not_set_is_one_clear_line(tmp_path: Pa
     last = shown.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: finetune.from: challenger, but {NAME}@challenger is not set")
     assert f"tuneops promote {NAME} VERSION" in last
-    # Prefect's own task/flow log lines above it still carry the traceback in a fresh `tuneops run`
-    # process (cli.common.one_line_errors misses those handlers): reported, not asserted here.
+    # that Prefect's own task/flow log lines above it carry no traceback in a fresh `tuneops run`
+    # process is tests/cli/test_run_errors.py's
 
 
 def test_evaluating_the_best_checkpoint_registers_it_and_passes_the_overfitting_gate(
