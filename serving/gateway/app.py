@@ -30,7 +30,9 @@ from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.requestlog import RequestLog, RequestSink
 from tuneops.routing_state import RoutingState
 from tuneops.serving.gateway.chat import ChatCompletions, ChatOptions
+from tuneops.serving.gateway.fastpath import ChatFastPath
 from tuneops.serving.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from tuneops.serving.gateway.supervisor import LocalServiceSupervisor, serves_local
 from tuneops.serving.gateway.table import RoutingTables
 from tuneops.serving.gateway.upstreams import ClientPool
 from tuneops.serving.openai_wire import (
@@ -81,6 +83,7 @@ class Gateway:
         endpoints: Mapping[str, ProviderEndpoint],
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: GatewayMetrics | None = None,
+        local_service: LocalServiceSupervisor | None = None,
     ) -> None:
         self.config = config
         self.request_log, self.writer = request_log, writer
@@ -89,6 +92,7 @@ class Gateway:
         )
         self.metrics = metrics or GatewayMetrics()
         self._transport = transport
+        self.local_service = local_service
         self._clients: ClientPool | None = None
         self._wake: asyncio.Event | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -114,15 +118,19 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the upstream client, load the routing once, start the refresher."""
+        """Open the upstream client, load the routing once, start the local service if it is
+        needed (and supervised), start the refresher."""
         self._clients = ClientPool(self.config.serving.upstream_timeout_seconds, self._transport)
         self._wake = asyncio.Event()
         self._stopping = False
         await self._refresh()
+        if self.local_service is not None:  # started (and waited for) when a served version needs it
+            await self.local_service.start(lambda: serves_local(self.tables), self.metrics)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="gateway-routing-refresh")
 
     async def stop(self) -> None:
-        """Stop refreshing, let shadow copies finish, close the upstream client."""
+        """Stop refreshing, let shadow copies finish, close the upstream client, stop the local
+        service if the gateway started it."""
         self._stopping = True
         if self._refresher is not None:
             self._refresher.cancel()
@@ -131,6 +139,8 @@ class Gateway:
         await self.chat.drain()
         if self._clients is not None:
             await self._clients.aclose()
+        if self.local_service is not None:
+            await self.local_service.stop()
 
     def refresh_soon(self) -> None:
         """Wake the refresher now (a webhook said an alias moved)."""
@@ -190,7 +200,7 @@ class Gateway:
     def asgi(self) -> ASGIApp:
         """The app behind the key and size guard: what uvicorn serves."""
         return GuardMiddleware(
-            self.app(),
+            ChatFastPath(self.app(), self.chat),
             api_keys=self.config.api_keys,
             max_request_bytes=self.config.serving.max_request_bytes,
             open_paths=OPEN_PATHS | {WEBHOOK_PATH},

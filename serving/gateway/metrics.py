@@ -64,6 +64,12 @@ class GatewayMetrics:
             "or dropped (result=queue_full: MLflow too slow; result=mlflow_error).", ["result"], registry=r,
         )  # fmt: skip
 
+        self.local_service_restarts = Counter(
+            "tuneops_gateway_local_service_restarts",
+            "Times the gateway started the local service again after the one it started exited.",
+            registry=r,
+        )
+
     def traced(self) -> None:
         self.traces.labels("recorded").inc()
 

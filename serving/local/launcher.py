@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tuneops.errors import ServiceError
-from tuneops.processes import ManagedProcess, free_port, start_process
+from tuneops.processes import ManagedProcess, free_port, spawn_process, wait_until_healthy
 from tuneops.providers import local_service_key
 from tuneops.settings import QUIET_ENVIRONMENT, TuneopsSettings
 
@@ -65,7 +65,7 @@ def answers_openai(base_url: str, api_key: str | None = None, timeout: float = 2
         return False
 
 
-def start_service(
+def spawn_service(
     home: Path,
     *,
     host: str = "127.0.0.1",
@@ -73,10 +73,9 @@ def start_service(
     api_key: str | None = None,
     base_model_dirs: Sequence[Path] = (),
     tiny_profile: str | None = None,
-    startup_timeout: float = 120,
     extra_args: Sequence[str] = (),
 ) -> ServiceProcess:
-    """Start ``python -m tuneops.serving.local`` on ``home`` and wait until ``/health`` answers.
+    """Start ``python -m tuneops.serving.local`` on ``home`` without waiting for it to answer.
 
     ``tiny_profile`` None leaves the choice to ``TUNEOPS_TINY_PROFILE`` (default: ``default``).
     The key travels in the environment, never on the command line (where ``ps`` would show it).
@@ -100,20 +99,63 @@ def start_service(
         command += ["--tiny-profile", tiny_profile]
     for folder in base_model_dirs:
         command += ["--base-model-dir", str(folder)]
-    root_url = f"http://{host}:{port}"
-    managed = start_process(
+    managed = spawn_process(
         "the local service",
         command,
-        url=f"{root_url}/v1",
-        health=f"{root_url}/health",
+        url=f"http://{host}:{port}/v1",
         log_path=home / "service.log",
         env={API_KEY_ENV: api_key or None},
         base_env={**QUIET_ENVIRONMENT, **os.environ},
         append_log=True,  # a restart on the same home keeps the earlier run's log
         group=False,  # SIGTERM to the service alone: it stops its worker at the next step
-        timeout=startup_timeout,
     )
     return ServiceProcess(managed, home, api_key)
+
+
+def start_service(
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    api_key: str | None = None,
+    base_model_dirs: Sequence[Path] = (),
+    tiny_profile: str | None = None,
+    startup_timeout: float = 120,
+    extra_args: Sequence[str] = (),
+) -> ServiceProcess:
+    """:func:`spawn_service`, then wait until its ``/health`` answers (see :func:`spawn_service`)."""
+    service = spawn_service(
+        home, host=host, port=port, api_key=api_key, base_model_dirs=base_model_dirs,
+        tiny_profile=tiny_profile, extra_args=extra_args,
+    )  # fmt: skip
+    wait_until_healthy(service.managed, f"{service.root_url}/health", startup_timeout)
+    return service
+
+
+def spawn_service_for(
+    settings: TuneopsSettings, base_url: str, *, api_key: str | None = None
+) -> ServiceProcess:
+    """Start (without waiting) the service that should answer at ``base_url``, as ``tuneops run`` does.
+
+    Its home is ``settings.models_dir`` and its key ``api_key`` or the settings' local key; it
+    listens on the URL's host and port, which must be this machine's.
+
+    Raises:
+        ServiceError: ``base_url`` is not ``http://127.0.0.1:<port>`` (or localhost).
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ServiceError(
+            f"nothing answers at {base_url} and the local service can only be started on "
+            "http://127.0.0.1:<port>",
+            hint="start the provider or fix its base_url",
+        )
+    return spawn_service(
+        settings.models_dir,
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 80,
+        api_key=api_key or local_service_key(settings),
+    )
 
 
 @contextlib.contextmanager
@@ -123,27 +165,15 @@ def running_service(
     """Yield ``base_url`` with an OpenAI-compatible service answering there.
 
     If something already answers (``GET {base_url}/models``), it is used as is. Otherwise the
-    local service is started on the URL's host and port with ``settings.models_dir`` as its home,
-    and stopped (SIGTERM, then kill) when the block ends.
+    local service is started on the URL's host and port with ``settings.models_dir`` as its home
+    (:func:`spawn_service_for`), and stopped (SIGTERM, then kill) when the block ends.
     """
     key = api_key or local_service_key(settings)
     if answers_openai(base_url, key):
         yield base_url
         return
-    parts = urlsplit(base_url)
-    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise ServiceError(
-            f"nothing answers at {base_url} and the local service can only be started on "
-            "http://127.0.0.1:<port>",
-            hint="start the provider or fix its base_url",
-        )
-    service = start_service(
-        settings.models_dir,
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 80,
-        api_key=key,
-        startup_timeout=startup_timeout,
-    )
+    service = spawn_service_for(settings, base_url, api_key=key)
+    wait_until_healthy(service.managed, f"{service.root_url}/health", startup_timeout)
     try:
         yield base_url
     finally:

@@ -8,17 +8,14 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from tuneops.cli.common import DEFAULT_SPEC, Project, SpecOption, err_console, load_project, settings_for
+from tuneops.cli.common import DEFAULT_SPEC, SpecOption, err_console, load_project, settings_for
 from tuneops.errors import ServiceError, UsageError
 from tuneops.providers import local_service_key
 from tuneops.settings import DEFAULT_GATEWAY_PORT, TuneopsSettings
-
-if TYPE_CHECKING:
-    from tuneops.registry.mlflow_store import RegistryStore
 
 serve_app = typer.Typer(help="Run tuneops' own services.", no_args_is_help=True)
 
@@ -119,33 +116,6 @@ def gateway_keys(given: Sequence[str] | None, settings: TuneopsSettings) -> tupl
     return settings.gateway_keys
 
 
-@contextlib.contextmanager
-def _local_service_if_needed(project: Project, store: RegistryStore, local_base_url: str) -> Iterator[None]:
-    """Run the local service for the block when a served version needs it and nothing answers."""
-    from tuneops.errors import TuneopsError
-    from tuneops.providers import is_local_provider
-    from tuneops.registry.conventions import CHALLENGER, CHAMPION, TAG_PROVIDER
-    from tuneops.serving.local.launcher import answers_openai, running_service
-
-    needed = is_local_provider(project.spec.provider)
-    name = project.spec.model.name
-    try:
-        aliases = store.aliases(name)
-        for alias in (CHAMPION, CHALLENGER):
-            if alias in aliases:
-                tags = store.get_version(name, aliases[alias]).tags
-                needed = needed or tags.get(TAG_PROVIDER) == "local"
-    except TuneopsError as exc:
-        err_console.print(f"[yellow]cannot read {name}'s versions yet: {exc.one_line()}[/yellow]")
-    if not needed:
-        yield
-        return
-    if not answers_openai(local_base_url, local_service_key(project.settings)):
-        err_console.print(f"[dim]starting the local service at {local_base_url}[/dim]")
-    with running_service(project.settings, local_base_url):
-        yield
-
-
 @serve_app.command("gateway")
 def serve_gateway(
     spec: SpecOption = DEFAULT_SPEC,
@@ -167,12 +137,22 @@ def serve_gateway(
             "restarted replica the same one (it replays what was answered but not yet stored).",
         ),
     ] = None,
+    local_service: Annotated[
+        bool,
+        typer.Option(
+            "--local-service/--no-local-service",
+            help="Start the local service when a served version needs it and nothing answers at its "
+            "URL, and restart it if it exits (stopped with the gateway; one it did not start is "
+            "used and left alone).",
+        ),
+    ] = True,
 ) -> None:
     """Serve the project's model OpenAI style, routed by its MLflow aliases and rollout state.
 
     Clients ask for the registered model name (or NAME@ALIAS, NAME/VERSION) at /v1/chat/completions.
     Every request is logged to the state database; the spool under .tuneops/gateway/spool keeps
-    what was answered but not yet stored across a crash.
+    what was answered but not yet stored across a crash. A served version on the local provider
+    gets the local service started and supervised unless --no-local-service.
     """
     # The routing refresh asks MLflow every couple of seconds: a slow or vanished tracking server
     # should cost one short failed refresh (the last table keeps serving), not MLflow's default
@@ -187,6 +167,7 @@ def serve_gateway(
     from tuneops.routing_state import RoutingState
     from tuneops.serving.gateway.app import Gateway, GatewayConfig
     from tuneops.serving.gateway.metrics import GatewayMetrics
+    from tuneops.serving.gateway.supervisor import LocalServiceSupervisor
     from tuneops.serving.gateway.upstreams import provider_endpoints
 
     project = load_project(spec)
@@ -197,7 +178,6 @@ def serve_gateway(
     store = RegistryStore.from_settings(settings)
     endpoints = provider_endpoints(project.spec.provider, settings)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_local_service_if_needed(project, store, endpoints["local"].base_url))
         routing = RoutingState.open(settings.state_db_url)
         stack.callback(routing.close)
         ledger = Ledger.open(settings.state_db_url)
@@ -226,9 +206,12 @@ def serve_gateway(
             api_keys=keys,
             webhook_secret=secret,
         )
+        supervisor = (
+            LocalServiceSupervisor.for_endpoint(settings, endpoints["local"]) if local_service else None
+        )
         gateway = Gateway(
             config, store=store, routing=routing, ledger=ledger, request_log=request_log, writer=sink,
-            endpoints=endpoints, metrics=metrics,
+            endpoints=endpoints, metrics=metrics, local_service=supervisor,
         )  # fmt: skip
         err_console.print(
             f"tuneops gateway on http://{host}:{port}/v1 serving {project.spec.model.name}"
