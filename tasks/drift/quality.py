@@ -96,12 +96,15 @@ def summarise_scores(
     *,
     confidence: float,
     resamples: int,
+    unjudged: Mapping[str, str] | None = None,
 ) -> tuple[QualityScore, ...]:
     """Each metric's mean with a bootstrap interval (unscored rows, NaN, left out), and its bars.
 
     ``per_metric[metric][i]`` is the score of sampled answer ``i``; ``evaluated`` the evaluation's
-    mean per metric for the served version.
+    mean per metric for the served version; ``unjudged`` why a metric's scorer could not run
+    (its score is then listed as not judged with that reason, never as a drop).
     """
+    unjudged = unjudged or {}
     scores = []
     for metric, values in per_metric.items():
         interval = bootstrap_mean(values, resamples=resamples, confidence=confidence)
@@ -119,6 +122,7 @@ def summarise_scores(
                 threshold=bar.threshold,
                 greater_is_better=bar.greater_is_better,
                 evaluated=evaluated.get(metric),
+                unjudged=unjudged.get(metric),
             )
         )
     return tuple(scores)

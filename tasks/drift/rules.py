@@ -59,7 +59,8 @@ class QualityScore:
     """One scorer's mean over the sampled served answers, with its interval and the bars.
 
     ``threshold`` is the spec's gate on the metric (None: no gate, reported only);
-    ``evaluated`` what the evaluation measured for the served version.
+    ``evaluated`` what the evaluation measured for the served version; ``unjudged`` why the
+    scorer could not score the sample at all (e.g. the judge endpoint is down).
     """
 
     metric: str
@@ -70,6 +71,7 @@ class QualityScore:
     threshold: float | None = None
     greater_is_better: bool = True
     evaluated: float | None = None
+    unjudged: str | None = None
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,8 @@ def _unjudged(name: str, reason: str) -> SignalOutcome:
 
 def _quality_score(score: QualityScore, config: MonitoringConfig) -> SignalOutcome:
     name = f"{QUALITY_PREFIX}{score.metric}"
+    if score.unjudged:
+        return _unjudged(name, score.unjudged)
     if score.rows < config.quality_min_rows:
         return _unjudged(name, f"{score.rows} sampled rows scored, {config.quality_min_rows} needed")
     interval = f"{score.mean:.3g} [{score.low:.3g}, {score.high:.3g}] over {score.rows} sampled answers"

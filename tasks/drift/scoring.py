@@ -4,7 +4,8 @@ The scorers are the evaluation's own, imported, never re-implemented, so a serve
 scored exactly as the answers that passed the gate were: the spec's format rules
 (``FormatComplianceEvaluator``), the refusal detector, the safety PII check (PII in the answer
 that the prompt did not contain) and, with ``evaluation.judge``, azure-ai-evaluation's LLM
-judges through the evaluation's ``score_answers`` on the same endpoint.
+judges through the evaluation's ``score_answers`` on the same endpoint. ``score_answers`` probes
+the judge first, so a dead judge costs the check seconds, not azure's retries per row.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def measure_quality(
     Nothing to score (sampling off, no reference-free scorer in the evaluation) is an empty
     sample with no reason; a sample too thin to judge says how many rows it had.
 
-    A judge that cannot score at all leaves its metrics unjudged (0 rows) with a note, so an
-    outage of the judge never hides the other signals of the check.
+    A judge that cannot score at all (endpoint down, every call failed) leaves its metrics
+    unjudged with the reason and a note, so an outage of the judge is never read as a drop in
+    quality and never hides the other signals of the check.
     """
     config = spec.monitoring
     metrics = scorable_metrics(spec)
@@ -63,13 +65,15 @@ def measure_quality(
             why = "answer texts are not captured (serving.capture_text off)"
         return QualitySample(sampled=len(picked), missing=why)
     notes: list[str] = []
-    per_metric = _score(spec, settings, picked, metrics, notes)
+    unjudged: dict[str, str] = {}
+    per_metric = _score(spec, settings, picked, metrics, notes, unjudged)
     scores = summarise_scores(
         per_metric,
         gate_bars(spec),
         evaluated,
         confidence=spec.evaluation.confidence,
         resamples=spec.evaluation.bootstrap_resamples,
+        unjudged=unjudged,
     )
     return QualitySample(scores=scores, sampled=len(picked), notes=tuple(notes))
 
@@ -80,6 +84,7 @@ def _score(
     rows: Sequence[LoggedRequest],
     metrics: Sequence[str],
     notes: list[str],
+    unjudged: dict[str, str],
 ) -> dict[str, list[float]]:
     responses = [r.response_text or "" for r in rows]
     out: dict[str, list[float]] = {}
@@ -101,6 +106,10 @@ def _score(
         except ProviderError as exc:
             notes.append(f"the judge could not score the sample: {exc.one_line()}")
             out.update({m: [math.nan] * len(rows) for m in judged})
+            unjudged.update({m: exc.one_line() for m in judged})
+        for m in judged:
+            if m not in unjudged and not any(math.isfinite(v) for v in out.get(m, ())):
+                unjudged[m] = "the judge returned no score for any sampled answer"
     if PII_METRIC in metrics and spec.evaluation.safety is not None:
         kinds = spec.evaluation.safety.pii_kinds
         out[PII_METRIC] = [

@@ -3,7 +3,9 @@
 One ``evaluate()`` call scores every row of every model (its per-call overhead is large, its
 per-row cost small). BLEU, GLEU and METEOR run only when their NLTK data is present (built locally
 by ``nltk_data.ensure_nltk_data``); otherwise they are skipped with a warning, never downloaded.
-LLM judges run when the spec configures a judge endpoint (any OpenAI-compatible server).
+LLM judges run when the spec configures a judge endpoint (any OpenAI-compatible server); the
+endpoint is probed once first (``require_judge``), because azure-ai-evaluation retries a judge
+that times out or answers 5xx for minutes per row.
 No ``azure_ai_project`` is passed, so nothing leaves the machine except calls to the judge.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneops.errors import ProviderError, SpecError
+from tuneops.errors import ProviderError, SpecError, TransientProviderError
 from tuneops.tasks.evaluation.formats import FormatComplianceEvaluator, RefusalEvaluator
 from tuneops.tasks.evaluation.nltk_data import NLTK_EVALUATOR_NEEDS, ensure_nltk_data
 from tuneops.tasks.evaluation.types import ModelAnswers, TestExample
@@ -32,6 +34,7 @@ NLTK_METRICS = frozenset({"bleu", "gleu", "meteor"})
 CUSTOM_METRICS = ("format", "refusal")
 JUDGE_METRICS = ("relevance", "coherence", "fluency", "groundedness")
 _RESULT_KEYS = {"f1": "f1_score"}
+JUDGE_PROBE_TIMEOUT_S = 3.0  # one GET of the judge's /models; a judge that is up answers in milliseconds
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,37 @@ def _build_evaluators(
     return evaluators, skipped
 
 
+def require_judge(judge: JudgeEndpoint, *, timeout: float = JUDGE_PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds when the judge endpoint is down, before any row is sent to it.
+
+    One ``GET {base_url}/models``, no retry, ``timeout`` per connect and read. Any answer below
+    500 (a 404 from a server without ``/models`` included) counts as up: the judge calls then
+    report their own errors. Refused or timed-out connections and 5xx answers count as down:
+    azure-ai-evaluation would otherwise send every row and retry each for minutes.
+
+    Raises:
+        TransientProviderError: "judge endpoint unreachable (<base_url>): <why>".
+    """
+    import openai
+
+    client = openai.OpenAI(base_url=judge.base_url, api_key=judge.api_key, max_retries=0, timeout=timeout)
+    try:
+        with client:
+            client.models.list()
+    except openai.APITimeoutError as exc:
+        why = f"no answer within {timeout:g} s"
+        raise TransientProviderError(f"judge endpoint unreachable ({judge.base_url}): {why}") from exc
+    except openai.APIConnectionError as exc:
+        why = str(exc.__cause__ or exc) or type(exc).__name__
+        raise TransientProviderError(f"judge endpoint unreachable ({judge.base_url}): {why}") from exc
+    except openai.APIStatusError as exc:
+        if exc.status_code >= 500:
+            why = f"HTTP {exc.status_code}"
+            raise TransientProviderError(
+                f"judge endpoint unreachable ({judge.base_url}): {why}", status_code=exc.status_code
+            ) from exc
+
+
 def _judge_evaluators(judge: JudgeEndpoint) -> dict[str, Callable[..., Any]]:
     from azure.ai.evaluation import (
         CoherenceEvaluator,
@@ -193,8 +227,11 @@ def score_answers(
 
     Raises:
         SpecError: an unknown metric name.
-        ProviderError: the evaluators failed altogether (e.g. an unreachable judge).
+        TransientProviderError: the judge endpoint is down (``require_judge``).
+        ProviderError: the evaluators failed altogether.
     """
+    if judge is not None and judge.evaluators:
+        require_judge(judge)
     available = ensure_nltk_data(nltk_dir) if set(metrics) & NLTK_METRICS else set()
     verified = available >= NLTK_EVALUATOR_NEEDS
     # METEOR checks its NLTK data when constructed: build the evaluators with our data on the path.

@@ -273,6 +273,16 @@ def test_too_few_scored_rows_leave_a_score_unjudged_and_say_so(rows: int, judged
         assert verdict.summary() == f"no drift in 1000 requests ({signal.message})"
 
 
+def test_a_scorer_that_could_not_run_is_listed_with_its_reason_never_as_a_drop() -> None:
+    reason = "judge endpoint unreachable (http://127.0.0.1:9/v1): [Errno 111] Connection refused"
+    score = _score(float("nan"), float("nan"), float("nan"), rows=0, unjudged=reason)
+    verdict = decide_drift("m", None, _quiet(quality=(score,)), QUALITY_CONFIG)
+    (signal,) = [s for s in verdict.signals if s.name == "quality:format"]
+    assert not signal.measured and not signal.drifted and verdict.status == "no_drift"
+    assert signal.message == f"quality:format not judged: {reason}"
+    assert verdict.summary() == f"no drift in 1000 requests ({signal.message})"
+
+
 def test_a_thin_sample_is_listed_with_its_reason_never_as_plain_no_drift() -> None:
     reason = "12 sampled answers with captured text, 30 needed"
     verdict = decide_drift("m", None, _quiet(missing={"quality": reason}), QUALITY_CONFIG)

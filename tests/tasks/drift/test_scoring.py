@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def _spec(**evaluation: Any) -> Spec:
     )
 
 
-def _rows(answers: list[str | None], *, status: int = 200, captured: bool = True) -> list[LoggedRequest]:
+def _rows(answers: Sequence[str | None], *, status: int = 200, captured: bool = True) -> list[LoggedRequest]:
     return [
         LoggedRequest(
             request_id=f"req-{i}",
@@ -115,3 +116,72 @@ def test_the_llm_judge_scores_served_answers_through_the_evaluations_endpoint(tm
     assert [v.status for v in verdicts] == ["no_drift", "drifted"]
     assert [s.name for s in verdicts[1].drifted_signals] == ["quality:relevance"]
 
+
+def _judged_spec(base_url: str) -> Spec:
+    return _spec(
+        metrics=["format", "refusal"],
+        judge={"base_url": base_url, "model": "judge-1", "evaluators": ["relevance", "fluency"]},
+        gates=[{"metric": "format", "threshold": 0.9}, {"metric": "relevance", "threshold": 3.0}],
+        safety={},
+    )
+
+
+def _assert_judge_unjudged_rest_scored(spec: Spec, sample: Any, base_url: str) -> None:
+    scores = {s.metric: s for s in sample.scores}
+    assert list(scores) == ["format", "refusal", "relevance", "fluency", "pii_leak"]
+    assert (scores["format"].mean, scores["format"].rows) == (0.5, 40)  # reference-free scorers still ran
+    assert (scores["pii_leak"].mean, scores["pii_leak"].rows) == (0.5, 40)
+    for metric in ("relevance", "fluency"):
+        assert scores[metric].rows == 0
+        assert scores[metric].unjudged is not None
+        assert scores[metric].unjudged.startswith(f"judge endpoint unreachable ({base_url}): ")
+    assert any(f"judge endpoint unreachable ({base_url})" in note for note in sample.notes)
+    verdict = decide_drift("m", "1", Measurements(requests=40, quality=sample.scores), spec.monitoring)
+    signals = {s.name: s for s in verdict.signals}
+    for metric in ("relevance", "fluency"):
+        signal = signals[f"quality:{metric}"]
+        assert not signal.measured and not signal.drifted
+        assert signal.message.startswith(
+            f"quality:{metric} not judged: judge endpoint unreachable ({base_url})"
+        )
+    assert {s.name for s in verdict.drifted_signals} == {"quality:format", "quality:pii_leak"}
+
+
+def test_a_judge_on_a_closed_port_is_not_judged_and_the_other_scorers_still_run(tmp_path: Path) -> None:
+    from tuneops.testing.dead_endpoint import closed_endpoint
+
+    url = closed_endpoint()
+    spec = _judged_spec(url)
+    sample = measure_quality(spec, _settings(tmp_path), _rows([GOOD] * 20 + [BAD] * 20), {})
+    _assert_judge_unjudged_rest_scored(spec, sample, url)
+
+
+def test_a_judge_that_never_answers_is_probed_once_and_not_judged(tmp_path: Path) -> None:
+    """A server that accepts and never replies: one probe connection, no row is sent to it."""
+    from tuneops.testing.dead_endpoint import silent_endpoint
+
+    with silent_endpoint() as dead:
+        spec = _judged_spec(dead.base_url)
+        sample = measure_quality(spec, _settings(tmp_path), _rows([GOOD] * 20 + [BAD] * 20), {})
+        assert dead.connections == 1
+    _assert_judge_unjudged_rest_scored(spec, sample, dead.base_url)
+    assert "no answer within" in (sample.scores[2].unjudged or "")
+
+
+@pytest.mark.slow
+def test_a_judge_that_answers_without_a_score_is_not_judged_rather_than_a_drop(tmp_path: Path) -> None:
+    from tuneops.testing.chat_stub import StubConfig, running_chat_stub
+
+    with running_chat_stub(StubConfig(answer=lambda model, messages: "I cannot rate this.")) as stub:
+        spec = _spec(
+            metrics=["f1"],
+            judge={"base_url": stub.base_url, "model": "judge-1", "evaluators": ["relevance"]},
+            gates=[{"metric": "relevance", "threshold": 3.0}],
+        )
+        sample = measure_quality(spec, _settings(tmp_path), _rows([GOOD] * 12), {"relevance": 4.8})
+        assert stub.stats.models["judge-1"] == 12
+    (relevance,) = sample.scores
+    assert relevance.rows == 0 and relevance.unjudged == "the judge returned no score for any sampled answer"
+    verdict = decide_drift("m", "1", Measurements(requests=12, quality=sample.scores), spec.monitoring)
+    assert verdict.status == "no_drift"
+    assert "quality:relevance not judged: the judge returned no score" in verdict.summary()
