@@ -31,7 +31,13 @@ from tuneops.tasks.evaluation.report import log_evaluation_run
 from tuneops.tasks.evaluation.rules import GateDecision, decide_promotion
 from tuneops.tasks.evaluation.safety.evaluate import SafetyEvaluation, evaluate_safety
 from tuneops.tasks.evaluation.safety.summary import safety_markdown
-from tuneops.tasks.evaluation.score import JUDGE_METRICS, JudgeEndpoint, check_metrics, score_answers
+from tuneops.tasks.evaluation.score import (
+    JUDGE_METRICS,
+    JudgeEndpoint,
+    check_metrics,
+    require_judge,
+    score_answers,
+)
 from tuneops.tasks.evaluation.stats import Interval
 from tuneops.tasks.evaluation.summary import compare, markdown_table, scores_for_gate, summarise_model
 from tuneops.tasks.evaluation.testset import read_test_split
@@ -182,11 +188,14 @@ def evaluate_candidate(
         extra_tags: more MLflow tags (e.g. the lead's ``tuneops.flow_run_id``).
 
     Raises:
-        ProviderError: a model could not answer every row (the message says how many).
+        ProviderError: a model could not answer every row (the message says how many), or the
+            judge endpoint is down (checked before any answer is generated).
         RegistryError: MLflow could not be written.
     """
     config = spec.evaluation
     check_metrics(_metrics(spec), [gate.metric for gate in config.gates])
+    if (judge := _judge(spec, settings)) is not None:
+        require_judge(judge)  # the gate needs the judge: fail in seconds, not after generating
     examples = read_test_split(test_split, max_rows=config.max_rows)
     digest = dataset_digest or examples_digest(examples)
     candidates = [candidate] if isinstance(candidate, ModelUnderTest) else list(candidate)

@@ -283,3 +283,16 @@ def test_cost_ceiling_needs_the_candidates_price(
     assert priced.summaries[BASE_LABEL].cost_per_1k_usd is None
     cheap = run(stub, eval_settings, test_file, "ft-good", max_cost_per_1k_requests_usd=cost, prices=prices)
     assert cheap.passed
+
+
+def test_a_dead_judge_fails_the_evaluation_before_any_answer_is_generated(
+    stub: ChatStub, eval_settings: TuneopsSettings, test_file: Path
+) -> None:
+    from tuneops.testing.dead_endpoint import closed_endpoint
+
+    url = closed_endpoint()
+    judge = {"base_url": url, "model": "judge-1", "evaluators": ["relevance"]}
+    with pytest.raises(ProviderError, match=rf"^judge endpoint unreachable \({url}\): "):
+        run(stub, eval_settings, test_file, "ft-good", judge=judge)
+    assert stub.stats.requests == 0  # no model was asked anything
+    assert MlflowClient(tracking_uri=eval_settings.tracking_uri).search_runs(["0"]) == []

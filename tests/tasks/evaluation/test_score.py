@@ -130,3 +130,28 @@ def test_llm_judges_run_against_any_openai_compatible_endpoint(tmp_path: Path) -
     assert rows.metrics == ("f1", *endpoint_metrics)
     assert rows.for_model("candidate")["relevance"] == [5.0, 5.0, 5.0]
     assert rows.for_model("base")["relevance"] == [1.0, 1.0, 1.0]
+
+
+def test_a_judge_on_a_closed_port_fails_scoring_at_once_naming_the_endpoint(tmp_path: Path) -> None:
+    from tuneops.errors import TransientProviderError
+    from tuneops.tasks.evaluation.score import JudgeEndpoint
+    from tuneops.testing.dead_endpoint import closed_endpoint
+
+    url = closed_endpoint()
+    judge = JudgeEndpoint(url, "judge-1", "sk-judge", ("relevance",))
+    with pytest.raises(TransientProviderError) as caught:
+        score_answers(EXAMPLES, [GOOD], metrics=["f1"], nltk_dir=tmp_path, judge=judge)
+    message = caught.value.one_line()
+    assert message.startswith(f"judge endpoint unreachable ({url}): ") and "\n" not in message
+
+
+def test_a_judge_that_never_answers_is_probed_once_and_fails_scoring(tmp_path: Path) -> None:
+    from tuneops.errors import TransientProviderError
+    from tuneops.tasks.evaluation.score import JudgeEndpoint
+    from tuneops.testing.dead_endpoint import silent_endpoint
+
+    with silent_endpoint() as dead:
+        judge = JudgeEndpoint(dead.base_url, "judge-1", "sk-judge", ("relevance", "fluency"))
+        with pytest.raises(TransientProviderError, match=r"^judge endpoint unreachable \(http://127"):
+            score_answers(EXAMPLES, [GOOD, BAD], metrics=["f1"], nltk_dir=tmp_path, judge=judge)
+        assert dead.connections == 1  # the probe only: no row was sent to the dead judge
