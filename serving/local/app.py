@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tuneops.serving.local.chat import ChunkFactory, completion, parse_chat_request
-from tuneops.serving.local.inference import GenerationResult, ModelCache, PromptTooLong, SamplingParams
+from tuneops.serving.local.inference import Delta, GenerationResult, ModelCache, PromptTooLong, SamplingParams
 from tuneops.serving.local.service import LocalService
 from tuneops.serving.openai_wire import (
     ApiError,
@@ -163,6 +163,8 @@ def create_app(service: LocalService, *, manage_lifecycle: bool = True) -> FastA
             top_p=chat.top_p,
             seed=chat.seed,
             stop=chat.stop,
+            logprobs=chat.logprobs,
+            top_logprobs=chat.top_logprobs,
         )
 
         def load() -> Any:
@@ -172,8 +174,9 @@ def create_app(service: LocalService, *, manage_lifecycle: bool = True) -> FastA
         def answer() -> JSONResponse:  # one thread hop per request: the < 5 ms overhead budget
             result = load().submit(chat.messages, params)  # batched with concurrent requests
             body = completion(
-                chat.model, result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens
-            )
+                chat.model, result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens,
+                result.logprobs,
+            )  # fmt: skip
             return JSONResponse(body, headers={BATCH_SIZE_HEADER: str(result.batch_size)})
 
         try:
@@ -185,7 +188,7 @@ def create_app(service: LocalService, *, manage_lifecycle: bool = True) -> FastA
         except PromptTooLong as exc:
             raise ApiError(str(exc), param="messages", code="context_length_exceeded") from exc
         return StreamingResponse(
-            sse_stream(_chunks(ChunkFactory(chat.model, chat.include_usage), first, stream)),
+            sse_stream(_chunks(ChunkFactory(chat.model, chat.include_usage, chat.logprobs), first, stream)),
             media_type="text/event-stream",
         )
 
@@ -193,14 +196,14 @@ def create_app(service: LocalService, *, manage_lifecycle: bool = True) -> FastA
 
 
 def _chunks(
-    chunks: ChunkFactory, first: str | GenerationResult, rest: Iterator[str | GenerationResult]
+    chunks: ChunkFactory, first: Delta | GenerationResult, rest: Iterator[Delta | GenerationResult]
 ) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` objects of one streamed completion, usage last when asked."""
     yield chunks.delta("", role=True)
-    item: str | GenerationResult = first
+    item: Delta | GenerationResult = first
     while not isinstance(item, GenerationResult):
-        if item:
-            yield chunks.delta(item)
+        if item.text or item.logprobs:
+            yield chunks.delta(item.text, tokens=item.logprobs)
         item = next(rest)
     yield chunks.finish(item.finish_reason)
     if chunks.include_usage:

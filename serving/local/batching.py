@@ -22,6 +22,9 @@ the row's own generator), but a row's logits come from a different matrix shape 
 change where two tokens are tied to within that rounding, and a seeded sample (temperature > 0)
 is repeatable for the same seed when the batch composition is the same, not guaranteed across
 compositions. Streamed completions are not batched (they decode alone, token by token).
+
+A row that asks for ``logprobs`` gets them from its own row of the batch's logits, exactly as
+alone (the same rounding caveat applies to the values); rows that do not ask cost nothing extra.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tuneops.serving.local.inference import (
     GenerationResult,
     LoadedModel,
     SamplingParams,
+    ScoredTokens,
     first_stop,
     new_generator,
     pick_token,
@@ -161,6 +165,7 @@ def generate_batch(
     generators = [new_generator(p.seed) for p in params]
     stops = [p.stop + model.text_stops for p in params]
     generated: list[list[int]] = [[] for _ in range(n)]
+    scored = [ScoredTokens() if p.logprobs else None for p in params]
     finish = ["length"] * n
     active = list(range(n))  # the rows still decoding, in the order of the cache's rows
     step_ids = ids
@@ -169,12 +174,18 @@ def generate_batch(
             logits = model.next_logits(step_ids, mask, positions, cache)
             keep: list[int] = []
             for slot, row in enumerate(active):
-                token = pick_token(logits[slot].float(), params[row], generators[row])
+                row_logits = logits[slot].float()
+                token = pick_token(row_logits, params[row], generators[row])
                 if token in model.stop_ids:
                     finish[row] = "stop"
                     continue
+                scores = scored[row]
+                if scores is not None:
+                    scores.add(model.token_logprob(row_logits, token, params[row].top_logprobs))
                 generated[row].append(token)
                 text = model.tokenizer.decode(generated[row], skip_special_tokens=True)
+                if scores is not None:
+                    scores.text_is(len(text))
                 if first_stop(text, stops[row]) is not None:
                     finish[row] = "stop"
                 elif len(generated[row]) < budgets[row]:
@@ -193,6 +204,7 @@ def generate_batch(
     for row in range(n):
         text = model.tokenizer.decode(generated[row], skip_special_tokens=True)
         cut = first_stop(text, stops[row])
+        scores = scored[row]
         results.append(
             GenerationResult(
                 text if cut is None else text[:cut],
@@ -200,6 +212,7 @@ def generate_batch(
                 len(prompts[row]),
                 len(generated[row]),
                 batch_size=n,
+                logprobs=None if scores is None else scores.keep(cut),
             )
         )
     return results

@@ -7,14 +7,18 @@ response builders produce exactly the objects the ``openai`` SDK parses, streami
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneops.serving.local.rules import new_id
 from tuneops.serving.openai_wire import ApiError
 
+if TYPE_CHECKING:
+    from tuneops.serving.local.inference import TokenLogprob, TopLogprob
+
 SYSTEM_FINGERPRINT = "fp_tuneops_local"
+MAX_TOP_LOGPROBS = 20
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -29,6 +33,8 @@ class ChatRequest:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -133,6 +139,7 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise ApiError(
             "Invalid 'stream_options': expected an object.", param="stream_options", code="invalid_type"
         )
+    logprobs, top_logprobs = _logprobs(body)
     return ChatRequest(
         model=model,
         messages=tuple(messages),
@@ -143,7 +150,32 @@ def parse_chat_request(body: object) -> ChatRequest:
         stop=stops,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
     )
+
+
+def _logprobs(body: Mapping[str, Any]) -> tuple[bool, int]:
+    """``logprobs`` (a boolean) and ``top_logprobs`` (0..20, only together with ``logprobs``)."""
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ApiError("Invalid 'logprobs': expected a boolean.", param="logprobs", code="invalid_type")
+    top = body.get("top_logprobs")
+    if top is None:
+        return bool(logprobs), 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(
+            f"Invalid 'top_logprobs': expected an integer between 0 and {MAX_TOP_LOGPROBS}, got {top!r}.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    if not logprobs:
+        raise ApiError(
+            "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    return True, top
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -154,10 +186,31 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
+def _entry(token: TopLogprob) -> dict[str, Any]:
+    return {
+        "token": token.token,
+        "logprob": token.logprob,
+        "bytes": None if token.raw is None else list(token.raw),
+    }
+
+
+def choice_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """A choice's ``logprobs`` object: one ``ChatCompletionTokenLogprob`` per answer token."""
+    return {
+        "content": [{**_entry(t), "top_logprobs": [_entry(top) for top in t.top]} for t in tokens],
+        "refusal": None,
+    }
+
+
 def completion(
-    model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    model: str,
+    text: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    logprobs: Sequence[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object."""
+    """A ``chat.completion`` object (``logprobs``: the answer's tokens, when the request asked)."""
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -168,7 +221,7 @@ def completion(
             {
                 "index": 0,
                 "finish_reason": finish_reason,
-                "logprobs": None,
+                "logprobs": None if logprobs is None else choice_logprobs(logprobs),
                 "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
             }
         ],
@@ -178,10 +231,14 @@ def completion(
 
 @dataclass
 class ChunkFactory:
-    """Builds the ``chat.completion.chunk`` objects of one stream (same id and timestamp)."""
+    """Builds the ``chat.completion.chunk`` objects of one stream (same id and timestamp).
+
+    With ``logprobs`` every content chunk carries the entries of the tokens it sends.
+    """
 
     model: str
     include_usage: bool
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         self.id = new_id("chatcmpl-")
@@ -200,11 +257,14 @@ class ChunkFactory:
             chunk["usage"] = None
         return chunk
 
-    def delta(self, content: str, *, role: bool = False) -> dict[str, Any]:
+    def delta(
+        self, content: str, *, role: bool = False, tokens: Sequence[TokenLogprob] = ()
+    ) -> dict[str, Any]:
         delta: dict[str, Any] = {"content": content}
         if role:
             delta["role"] = "assistant"
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        logprobs = choice_logprobs(tokens) if self.logprobs and not role else None
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}])
 
     def finish(self, finish_reason: str) -> dict[str, Any]:
         return self._chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])

@@ -7,10 +7,17 @@ into a copy of their base once and kept in a small LRU cache, so a fine-tuned mo
 fast as a base one. Non-streamed completions go through ``submit``, which decodes concurrent
 requests for the same model together (:mod:`tuneops.serving.local.batching`); every forward pass,
 batched or not, is ``next_logits``, so a batch of one computes exactly what ``stream`` does.
+
+With ``SamplingParams.logprobs`` each generated token also gets its log-probability under the
+model (``log_softmax`` of the raw logits it was picked from: temperature and ``top_p`` shape the
+choice, not the reported probability) and the ``top_logprobs`` most likely alternatives. Tokens
+cut off with a ``stop`` string are not part of the answer, so they have no entry either. Without
+``logprobs`` none of it is computed.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -28,6 +35,32 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logprobs: bool = False  # report each generated token's log-probability
+    top_logprobs: int = 0  # and this many most likely tokens at each position (0..20)
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One token and its log-probability at a position (``raw``: its exact bytes, when known)."""
+
+    token: str
+    logprob: float
+    raw: bytes | None
+
+
+@dataclass(frozen=True)
+class TokenLogprob(TopLogprob):
+    """A generated token's log-probability and the most likely tokens at its position."""
+
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of streamed text and the log-probabilities of the tokens it completes (if asked)."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,8 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     batch_size: int = field(default=1, compare=False)  # rows decoded together with this one
+    # Per answer token when asked (float rounding differs in a batch, hence not compared).
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, compare=False)
 
 
 class PromptTooLong(ValueError):
@@ -67,6 +102,8 @@ class LoadedModel:
         self._keep_last = _accepts(model, "logits_to_keep")  # prefill: the last position's logits only
         self._batcher: Any = None
         self._batcher_lock = threading.Lock()
+        self._pieces: dict[int, tuple[str, bytes | None]] = {}
+        self._byte_level = _is_byte_level(tokenizer)
         # Without a chat template of its own the model is taught ChatML as plain text: stop on it as text.
         self.text_stops: tuple[str, ...] = (
             () if getattr(tokenizer, "chat_template", None) else ("<|im_end|>",)
@@ -81,8 +118,12 @@ class LoadedModel:
 
     def stream(
         self, messages: Sequence[dict[str, str]], params: SamplingParams
-    ) -> Iterator[str | GenerationResult]:
-        """Yield text deltas as they are decoded, then one ``GenerationResult``."""
+    ) -> Iterator[Delta | GenerationResult]:
+        """Yield text deltas as they are decoded, then one ``GenerationResult``.
+
+        With ``params.logprobs`` a delta carries the entries of the tokens whose text starts in it
+        (text held back for a possible ``stop`` string releases its tokens when it is sent).
+        """
         stops = params.stop + self.text_stops
         import torch
 
@@ -91,6 +132,7 @@ class LoadedModel:
         generator = new_generator(params.seed)
         hold_back = max((len(s) for s in stops), default=1) - 1
         generated: list[int] = []
+        scored = ScoredTokens() if params.logprobs else None
         emitted = ""
         finish = "length"
         cache = self.new_cache()
@@ -100,24 +142,29 @@ class LoadedModel:
         with torch.no_grad():
             for _ in range(budget):
                 logits = self.next_logits(step_input, mask, positions, cache)
-                token = pick_token(logits[0].float(), params, generator)
+                row = logits[0].float()
+                token = pick_token(row, params, generator)
                 if token in self.stop_ids:
                     finish = "stop"
                     break
+                if scored is not None:
+                    scored.add(self.token_logprob(row, token, params.top_logprobs))
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if scored is not None:
+                    scored.text_is(len(text))
                 cut = first_stop(text, stops)
                 if cut is not None:
                     text, finish = text[:cut], "stop"
                     if len(text) > len(emitted):
-                        yield text[len(emitted) :]
+                        yield Delta(text[len(emitted) :], scored.release(len(text)) if scored else ())
                     emitted = text
                     break
                 safe = len(text) - hold_back
                 if text.endswith("\ufffd"):  # an unfinished multi-byte character
                     safe = min(safe, len(text) - 1)
                 if safe > len(emitted):
-                    yield text[len(emitted) : safe]
+                    yield Delta(text[len(emitted) : safe], scored.release(safe) if scored else ())
                     emitted = text[:safe]
                 step_input = torch.tensor([[token]])
                 mask = torch.cat([mask, torch.ones((1, 1), dtype=torch.long)], dim=1)
@@ -126,10 +173,16 @@ class LoadedModel:
             final = self.tokenizer.decode(generated, skip_special_tokens=True)
             cut = first_stop(final, stops)
             final = final if cut is None else final[:cut]
+            rest = scored.release_kept(cut) if scored else ()
             if len(final) > len(emitted) and final.startswith(emitted):
-                yield final[len(emitted) :]
+                yield Delta(final[len(emitted) :], rest)
                 emitted = final
-        yield GenerationResult(emitted, finish, len(prompt), len(generated))
+            elif rest:
+                yield Delta("", rest)
+        elif scored is not None:
+            scored.keep(len(emitted))
+        logprobs = scored.kept if scored else None
+        yield GenerationResult(emitted, finish, len(prompt), len(generated), logprobs=logprobs)
 
     def submit(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> GenerationResult:
         """Like ``complete``, decoded together with concurrent requests for this model."""
@@ -171,6 +224,28 @@ class LoadedModel:
         )
         return out.logits[:, -1, :]
 
+    def token_logprob(self, logits: Any, token: int, top: int = 0) -> TokenLogprob:
+        """``token``'s log-probability under one position's (float) logits, with the ``top`` likeliest."""
+        import torch
+
+        logprobs = torch.log_softmax(logits, dim=-1)
+        alternatives: tuple[TopLogprob, ...] = ()
+        if top:
+            values, ids = torch.topk(logprobs, min(top, logprobs.shape[-1]))
+            alternatives = tuple(
+                _alternative(*self.token_piece(int(i)), float(v))
+                for v, i in zip(values.tolist(), ids.tolist(), strict=True)
+            )
+        text, raw = self.token_piece(token)
+        return TokenLogprob(text, _finite(float(logprobs[token])), raw, alternatives)
+
+    def token_piece(self, token: int) -> tuple[str, bytes | None]:
+        """A token's text and exact bytes (a byte-level BPE token may hold part of a character)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = token_bytes(self.tokenizer, token, byte_level=self._byte_level)
+        return piece
+
     def complete(self, messages: Sequence[dict[str, str]], params: SamplingParams) -> GenerationResult:
         result = None
         for item in self.stream(messages, params):
@@ -205,6 +280,66 @@ def pick_token(logits: Any, params: SamplingParams, generator: Any) -> int:
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[choice])
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+LOGPROB_FLOOR = -9999.0  # OpenAI's value for "very unlikely" (JSON has no -inf)
+
+
+def _finite(logprob: float) -> float:
+    return logprob if logprob > LOGPROB_FLOOR else LOGPROB_FLOOR
+
+
+def _alternative(text: str, raw: bytes | None, logprob: float) -> TopLogprob:
+    return TopLogprob(text, _finite(logprob), raw)
+
+
+class ScoredTokens:
+    """The log-probabilities of one completion's tokens and where each token's text starts.
+
+    A token belongs to the answer when its text starts before the cut of a ``stop`` string;
+    ``release`` hands out, in order, the entries of tokens whose text starts before a point of the
+    text that is being sent.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[TokenLogprob] = []
+        self.starts: list[int] = []
+        self.kept: tuple[TokenLogprob, ...] = ()
+        self._length = 0
+        self._released = 0
+
+    def add(self, entry: TokenLogprob) -> None:
+        """A new token, whose text starts where the text decoded so far ends."""
+        self.entries.append(entry)
+        self.starts.append(self._length)
+
+    def text_is(self, length: int) -> None:
+        """The length of the text decoded so far (after the last token)."""
+        self._length = length
+
+    def release(self, upto: int) -> tuple[TokenLogprob, ...]:
+        """The entries not yet released whose text starts before ``upto``."""
+        end = self._released
+        while end < len(self.entries) and self.starts[end] < upto:
+            end += 1
+        out = tuple(self.entries[self._released : end])
+        self._released = end
+        return out
+
+    def keep(self, cut: int | None) -> tuple[TokenLogprob, ...]:
+        """The answer's entries: all of them, or those starting before a ``stop`` string's cut."""
+        self.kept = tuple(self.entries if cut is None else self.entries[: self._count_before(cut)])
+        return self.kept
+
+    def release_kept(self, cut: int | None) -> tuple[TokenLogprob, ...]:
+        """Settle the answer's entries and release the ones not yet released."""
+        kept = self.keep(cut)
+        out = kept[self._released :]
+        self._released = max(self._released, len(kept))
+        return out
+
+    def _count_before(self, cut: int) -> int:
+        return sum(1 for start in self.starts if start < cut)
 
 
 def new_generator(seed: int | None) -> Any:
@@ -265,6 +400,52 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None) -> LoadedModel:
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval()
     return LoadedModel(model, tokenizer)
+
+
+def _byte_table() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character to byte: how byte-level BPE vocabularies spell bytes."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {chr(b): b for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + shifted)] = b
+            shifted += 1
+    return table
+
+
+_BYTE_LEVEL = _byte_table()
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return type(getattr(backend, "decoder", None)).__name__ == "ByteLevel"
+
+
+def token_bytes(tokenizer: Any, token: int, *, byte_level: bool) -> tuple[str, bytes | None]:
+    """A token's text and its exact UTF-8 bytes.
+
+    Byte-level BPE (GPT-2, SmolLM2, ``tuneops-tiny``) spells every byte as one character of its
+    alphabet, and SentencePiece's byte fallback as ``<0xNN>``; other pieces (special tokens among
+    them) are their decoded text. The text of a partial character shows U+FFFD.
+    """
+    piece = tokenizer.convert_ids_to_tokens(token)
+    raw: bytes | None = None
+    special = token in getattr(tokenizer, "all_special_ids", ()) or piece in tokenizer.get_added_vocab()
+    if isinstance(piece, str) and not special:
+        if byte_level and all(c in _BYTE_LEVEL for c in piece):
+            raw = bytes(_BYTE_LEVEL[c] for c in piece)
+        elif match := _BYTE_FALLBACK.fullmatch(piece):
+            raw = bytes([int(match.group(1), 16)])
+    if raw is None:
+        text = tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return text, text.encode()
+    return raw.decode("utf-8", errors="replace"), raw
 
 
 def _accepts(model: Any, parameter: str) -> bool:
