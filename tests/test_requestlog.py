@@ -13,18 +13,23 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
+from tuneops.append_only import make_append_only
 from tuneops.errors import StoreError
 from tuneops.requestlog import (
+    ADDED_COLUMNS,
     RequestLog,
     RequestLogWriter,
     RequestRecord,
+    decode_record,
     encode_record,
     feedback_table,
     request_table,
 )
+from tuneops.statedb import make_engine
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -67,7 +72,7 @@ def record(request_id: str, minute: int = 0, **overrides: object) -> RequestReco
         "status_code": 200, "latency_ms": 12.5, "version": "1", "arm": "champion",
         "user_key_hash": "ab" * 16, "prompt_text": "hi", "response_text": "Decision: APPROVE",
         "prompt_chars": 2, "response_chars": 17, "prompt_tokens": 3, "completion_tokens": 5,
-        "ttft_ms": 4.0, "streamed": True, "format_ok": True, "refusal": False,
+        "ttft_ms": 4.0, "streamed": True, "format_ok": True, "refusal": False, "mean_logprob": -0.42,
     }  # fmt: skip
     return RequestRecord(**{**values, **overrides})  # type: ignore[arg-type]
 
@@ -291,3 +296,52 @@ def test_kill_9_loses_no_durable_record_and_duplicates_none(state_url: str, tmp_
         assert log.count("crash", T0 - timedelta(days=1), T0 + timedelta(days=3650)) == len(stored)
     finally:
         log.close()
+
+
+def _old_request_log(url: str) -> None:
+    """The state database as a tuneops from before ``mean_logprob`` left it, with one row in it."""
+    old = sa.MetaData()
+    columns = [column._copy() for column in request_table.columns if column.name not in ADDED_COLUMNS]
+    table = sa.Table(
+        request_table.name,
+        old,
+        *columns,
+        sa.UniqueConstraint("request_id", "role", name="request_log_request_role"),
+    )
+    feedback_table.to_metadata(old)
+    engine = make_engine(url)
+    try:
+        old.create_all(engine)
+        make_append_only(engine, [request_table.name, feedback_table.name])
+        values = {k: v for k, v in record("old").__dict__.items() if k not in ADDED_COLUMNS}
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(**values))
+    finally:
+        engine.dispose()
+
+
+def test_a_request_log_from_before_gets_mean_logprob_on_open(state_url: str, tmp_path: Path) -> None:
+    _old_request_log(state_url)
+    log = RequestLog.open(state_url)
+    try:
+        RequestLog.open(state_url).close()  # a second open finds the column there: a no-op
+        columns = {c["name"] for c in sa.inspect(log.engine).get_columns(request_table.name)}
+        assert "mean_logprob" in columns
+        with RequestLogWriter(log, tmp_path / "spool") as writer:
+            writer.submit(record("new", 1, mean_logprob=-2.5)).result(timeout=30)
+            assert writer.flush(timeout=30)
+        rows = log.window("claims-triage", T0, T0 + timedelta(hours=1))
+        assert [(r.request_id, r.mean_logprob) for r in rows] == [("old", None), ("new", -2.5)]
+        assert rows[0].response_text == "Decision: APPROVE"  # the old row is untouched
+        with pytest.raises(sa.exc.DatabaseError), log.engine.begin() as conn:  # still append-only
+            conn.execute(request_table.update().values(mean_logprob=-1.0))
+    finally:
+        log.close()
+
+
+def test_spool_lines_carry_mean_logprob_and_older_lines_read_as_none() -> None:
+    line = encode_record(record("r", mean_logprob=-0.75))
+    assert decode_record(line).mean_logprob == -0.75
+    older = orjson.loads(line)
+    del older["mean_logprob"]
+    assert decode_record(orjson.dumps(older)).mean_logprob is None

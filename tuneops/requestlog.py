@@ -81,6 +81,7 @@ request_table = sa.Table(
     sa.Column("streamed", sa.Boolean, nullable=False),
     sa.Column("format_ok", sa.Boolean, nullable=True),
     sa.Column("refusal", sa.Boolean, nullable=True),
+    sa.Column("mean_logprob", sa.Float, nullable=True),
     sa.UniqueConstraint("request_id", "role", name="request_log_request_role"),
     sa.Index("request_log_model_at", "model", "at"),
 )
@@ -121,6 +122,7 @@ class RequestRecord:
     streamed: bool = False
     format_ok: bool | None = None
     refusal: bool | None = None
+    mean_logprob: float | None = None  # mean token log-probability of the answer, where the provider said
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -162,6 +164,31 @@ def insert_records(conn: Connection, records: Sequence[RequestRecord]) -> None:
         conn.execute(statement, [record_values(r) for r in records])
 
 
+ADDED_COLUMNS = ("mean_logprob",)  # nullable columns a request log created earlier may lack
+
+
+def add_missing_columns(engine: Engine, table: sa.Table, names: Sequence[str]) -> None:
+    """Add the nullable ``names`` of ``table`` that its stored table lacks (a tiny additive migration).
+
+    Nothing is rewritten: old rows read NULL, which is what they never recorded. Racing processes
+    are fine: PostgreSQL has ``ADD COLUMN IF NOT EXISTS``, and on SQLite the loser finds the column.
+    """
+    try:
+        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        missing = [table.c[name] for name in names if name not in present]
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {guard}{column.name} {kind}")
+            except SQLAlchemyError:
+                if column.name not in {c["name"] for c in sa.inspect(engine).get_columns(table.name)}:
+                    raise
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot add {list(names)} to {table.name} in {describe(engine)}: {exc}") from exc
+
+
 def _latest_feedback() -> sa.Subquery:
     latest = (
         sa.select(sa.func.max(feedback_table.c.id).label("id"))
@@ -179,8 +206,14 @@ class RequestLog:
 
     @classmethod
     def open(cls, url: str) -> RequestLog:
-        """Connect to the state database at ``url``; create the tables and triggers if needed."""
-        return cls(open_history_tables(url, metadata, [request_table.name, feedback_table.name]))
+        """Connect to the state database at ``url``; create the tables and triggers if needed.
+
+        A request log made by an earlier tuneops gets the columns added since (see
+        :data:`ADDED_COLUMNS`).
+        """
+        engine = open_history_tables(url, metadata, [request_table.name, feedback_table.name])
+        add_missing_columns(engine, request_table, ADDED_COLUMNS)
+        return cls(engine)
 
     def close(self) -> None:
         self.engine.dispose()
