@@ -590,6 +590,10 @@ class ServingConfig(_Section):
     """
 
     capture_text: bool = True
+    capture_logprobs: bool = True
+    """Ask upstreams that support it (local, OpenAI, Azure) for token log-probabilities and log
+    each answer's mean (the drift monitor's ``low_confidence_share``); a client that did not ask
+    for ``logprobs`` still gets none."""
     upstream_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     max_request_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     refresh_seconds: Annotated[float, Field(gt=0, le=2)] = 2.0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from tuneops.errors import SpecError
 from tuneops.spec import ServingConfig, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,3 +42,14 @@ def test_capture_can_be_switched_off(tmp_path: Path) -> None:
         5,
         0.5,
     )
+
+
+def test_logprob_capture_is_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
+    assert ServingConfig().capture_logprobs is True
+    path = tmp_path / "tuneops.yaml"
+    head = "model: {name: claims, base_model: tuneops-tiny}\ndata: {train: t.jsonl}\n"
+    path.write_text(head + "serving: {capture_logprobs: false}\n")
+    assert load_spec(path)[0].serving.capture_logprobs is False
+    path.write_text(head + "serving: {capture_logprob: false}\n")  # a misspelt key is still an error
+    with pytest.raises(SpecError, match="capture_logprob"):
+        load_spec(path)
