@@ -22,6 +22,7 @@ import orjson
 
 from tuneops.providers import ProviderEndpoint, resolve_endpoint
 from tuneops.registry.conventions import TAG_ENDPOINT_MODEL, TAG_PROVIDER
+from tuneops.serving.gateway.plainhttp import PlainHttpClient, ProtocolError
 from tuneops.spec import LocalProviderConfig, OpenAIProviderConfig
 
 if TYPE_CHECKING:
@@ -118,6 +119,14 @@ def make_client(
     )
 
 
+@dataclass(frozen=True)
+class PlainClients:
+    """The clients of plain completions: ``http`` for plain-HTTP upstreams, aiohttp for the rest."""
+
+    http: PlainHttpClient
+    session: aiohttp.ClientSession
+
+
 class ClientPool:
     """``SHARDS`` upstream clients taken in turn, together keeping ``POOL_SIZE`` connections alive.
 
@@ -142,9 +151,9 @@ class ClientPool:
         ]
         self._next = 0
         self._timeout, self._transport = timeout_seconds, transport
-        self._session: aiohttp.ClientSession | None = None
+        self._plain: PlainClients | None = None
 
-    def plain(self) -> httpx.AsyncClient | aiohttp.ClientSession:
+    def plain(self) -> httpx.AsyncClient | PlainClients:
         """The client for plain (non-streaming) completions: one aiohttp session, the hot path.
 
         aiohttp's pool costs O(1) per request and its client ~half of httpx's CPU per request
@@ -154,14 +163,15 @@ class ClientPool:
         """
         if self._transport is not None:
             return self.take()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+        if self._plain is None:
+            session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=POOL_SIZE * 2, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=self._timeout, sock_connect=min(self._timeout, 10.0)),
                 trust_env=False,  # upstreams are addressed directly, never through an ambient proxy
                 skip_auto_headers=("User-Agent",),
             )
-        return self._session
+            self._plain = PlainClients(PlainHttpClient(self._timeout, limit_per_host=POOL_SIZE * 2), session)
+        return self._plain
 
     def take(self) -> httpx.AsyncClient:
         """The client for the next request (round robin)."""
@@ -172,8 +182,9 @@ class ClientPool:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
-        if self._session is not None:
-            await self._session.close()
+        if self._plain is not None:
+            await self._plain.http.aclose()
+            await self._plain.session.close()
 
 
 class UpstreamFailure(Exception):
@@ -220,13 +231,24 @@ def _transport_failure(exc: httpx.HTTPError) -> UpstreamFailure:
 
 
 async def complete(
-    client: httpx.AsyncClient | aiohttp.ClientSession, upstream: Upstream, body: dict[str, Any]
+    client: httpx.AsyncClient | PlainClients, upstream: Upstream, body: dict[str, Any]
 ) -> dict[str, Any]:
     """One non-streaming chat completion from ``upstream``; the answer as parsed JSON."""
     payload = orjson.dumps({**body, "model": upstream.endpoint_model})
-    if isinstance(client, aiohttp.ClientSession):
+    if isinstance(client, PlainClients) and upstream.url.startswith("http://"):
         try:
-            async with client.post(upstream.url, data=payload, headers=upstream.headers()) as reply:
+            status, raw = await client.http.post(upstream.url, payload, upstream.headers())
+        except TimeoutError as exc:
+            raise UpstreamFailure(
+                "upstream_timeout", "the model's upstream did not answer in time", 504
+            ) from exc
+        except (OSError, ProtocolError) as exc:  # ConnectionError is an OSError
+            raise UpstreamFailure(
+                "upstream_unreachable", f"the model's upstream cannot be reached ({type(exc).__name__})"
+            ) from exc
+    elif isinstance(client, PlainClients):
+        try:
+            async with client.session.post(upstream.url, data=payload, headers=upstream.headers()) as reply:
                 status, raw = reply.status, await reply.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors (ServerTimeoutError too)
             raise UpstreamFailure(
