@@ -239,9 +239,9 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from tuneops.requestlog import RequestLog, RequestLogWriter, RequestRecord
 
-    url, spool = sys.argv[1], Path(sys.argv[2])
+    url, spool, sync = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     log = RequestLog.open(url)
-    writer = RequestLogWriter(log, spool, batch_size=100, flush_seconds=0.2)
+    writer = RequestLogWriter(log, spool, batch_size=100, flush_seconds=0.2, sync=sync)
     writer.start()
     for chunk in range(100_000):
         ids = [f"c{chunk}-{i}" for i in range(10)]
@@ -258,12 +258,15 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_kill_9_loses_no_durable_record_and_duplicates_none(state_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["process", "disk"])
+def test_kill_9_loses_no_durable_record_and_duplicates_none(
+    state_url: str, tmp_path: Path, sync: str
+) -> None:
     script, spool, reported_min = tmp_path / "child.py", tmp_path / "spool", 300
     script.write_text(CHILD)
     RequestLog.open(state_url).close()
     child = subprocess.Popen(
-        [sys.executable, str(script), state_url, str(spool)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), state_url, str(spool), sync], stdout=subprocess.PIPE, text=True
     )
     reported: list[str] = []
     try:
@@ -345,3 +348,38 @@ def test_spool_lines_carry_mean_logprob_and_older_lines_read_as_none() -> None:
     older = orjson.loads(line)
     del older["mean_logprob"]
     assert decode_record(orjson.dumps(older)).mean_logprob is None
+
+
+@pytest.mark.parametrize("sync", ["process", "disk"])
+def test_process_sync_answers_once_written_and_disk_sync_once_fdatasynced(
+    log: RequestLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: str
+) -> None:
+    import threading
+
+    import tuneops.requestlog as requestlog
+
+    syncing, release = threading.Event(), threading.Event()
+
+    def slow_datasync(fd: int) -> None:
+        syncing.set()
+        release.wait(10)
+        os.fdatasync(fd)
+
+    monkeypatch.setattr(requestlog, "_datasync", slow_datasync)
+    spool = tmp_path / "spool"
+    writer = RequestLogWriter(log, spool, sync=sync)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        durable = writer.submit(record("r-sync"))
+        assert syncing.wait(10)  # the spool thread wrote the record and sits in fdatasync
+        assert b"r-sync" in b"".join(path.read_bytes() for path in spool_files(spool))
+        assert durable.done() is (sync == "process")
+        release.set()
+        durable.result(10)
+        assert writer.flush(10)
+    finally:
+        release.set()
+        writer.close()
+    assert [
+        r.request_id for r in log.window("claims-triage", T0 - timedelta(days=1), T0 + timedelta(days=1))
+    ] == ["r-sync"]

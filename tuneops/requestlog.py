@@ -12,7 +12,9 @@ row for a shadow copy whose answer nobody saw. Counting requests means counting 
 
 **Durability.** :meth:`RequestLogWriter.submit` appends the record to a local spool (JSONL
 segments, ``fdatasync``-ed in groups: one sync covers every record that arrived while the last
-one ran) and returns a future that resolves once the record is on disk; a background thread
+one ran) and returns a future that resolves once the record is in the spool file (``sync="process"``:
+written, so the kernel has it even if the process dies) or on disk (``sync="disk"``: fdatasync'd,
+so it survives power loss too); a background thread
 batches the database inserts. Inserts are ``ON CONFLICT DO NOTHING`` on ``(request_id, role)``, a
 segment is deleted once all its rows are committed, and :meth:`RequestLogWriter.start` replays
 what is left. So a record whose future resolved survives ``kill -9`` and lands exactly once; a torn
@@ -370,13 +372,27 @@ class RequestSink(Protocol):
     def submit(self, record: RequestRecord) -> Future[None]: ...
 
 
+def _resolve(items: Sequence[tuple[RequestRecord, Future[None]]], error: Exception | None = None) -> None:
+    """Resolve the durability futures of ``items`` not resolved yet (with ``error`` if given)."""
+    for _, durable in items:
+        if durable.done():
+            continue
+        if error is None:
+            durable.set_result(None)
+        else:
+            durable.set_exception(error)
+
+
 class RequestLogWriter:
     """Durable, batched writes of request records (see the module docstring).
 
     One writer per spool directory (an exclusive ``flock``; a second one is refused). Use as a
     context manager or call :meth:`start` and :meth:`close`. ``batch_size`` and ``flush_seconds``
     bound a database batch; ``segment_bytes`` bounds a spool segment, and a segment whose records
-    are all stored is rotated away after ``rotate_seconds``.
+    are all stored is rotated away after ``rotate_seconds``. ``sync`` says when a record counts as
+    durable: ``disk`` once fdatasync'd, ``process`` once written to the spool file (the kernel
+    keeps it when the process dies; the fdatasync follows at once), which is what ``kill -9``
+    needs and spares every answer the disk's sync latency (``serving.request_log_sync``).
     """
 
     def __init__(
@@ -388,8 +404,10 @@ class RequestLogWriter:
         flush_seconds: float = 0.05,
         segment_bytes: int = 16 * 1024 * 1024,
         rotate_seconds: float = 1.0,
+        sync: Literal["process", "disk"] = "disk",
     ) -> None:
         self.log, self.spool_dir = log, Path(spool_dir)
+        self.sync = sync
         self.batch_size, self.flush_seconds = batch_size, flush_seconds
         self.segment_bytes, self.rotate_seconds = segment_bytes, rotate_seconds
         self._incoming: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -569,19 +587,19 @@ class RequestLogWriter:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
+            if self.sync == "process":  # in the kernel's page cache: a killed gateway loses nothing
+                _resolve(items)
             _datasync(self._fd)
         except OSError as exc:
             error = StoreError(f"cannot write the request log spool in {self.spool_dir}: {exc}")
-            for _, durable in items:
-                durable.set_exception(error)
+            _resolve(items, error)
             segment_number = None
         else:
             with self._cond:
                 segment = self._segments[self._active]
                 segment.written += len(items)
                 segment.size += len(data)
-            for _, durable in items:
-                durable.set_result(None)
+            _resolve(items)
             segment_number = self._active
         for record, _ in items:
             self._to_db.put((segment_number, record))

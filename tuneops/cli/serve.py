@@ -184,7 +184,11 @@ def serve_gateway(
         stack.callback(ledger.close)
         request_log = RequestLog.open(settings.state_db_url)
         stack.callback(request_log.close)
-        writer = RequestLogWriter(request_log, spool or settings.state_home / "gateway" / "spool")
+        writer = RequestLogWriter(
+            request_log,
+            spool or settings.state_home / "gateway" / "spool",
+            sync=project.spec.serving.request_log_sync,
+        )
         replayed = writer.start()
         stack.callback(writer.close)
         if replayed.records:
@@ -218,7 +222,9 @@ def serve_gateway(
             + (f", {len(keys)} bearer key(s) accepted" if keys else ", no key required")
         )
         server = uvicorn.Server(
-            uvicorn.Config(gateway.asgi(), host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                gateway.asgi(), host=host, port=port, log_level="warning", lifespan="on", proxy_headers=False
+            )
         )
         with _sigterm_exits_cleanly():
             server.run()
