@@ -309,17 +309,20 @@ def test_a_good_challenger_goes_5_25_50_100_and_users_keep_their_arm(
         ledger.close()
         assert {(e.alias, e.to_version) for e in moves} >= {(CHAMPION, "2"), (PREVIOUS, "1")}
         assert all(f"rollout {outcome.rollout_id}" in e.reason for e in moves)
-        promoted_at = min(e.at for e in moves if e.alias == CHAMPION)
-        # Sticky users, from the request log: once served by the challenger, never back to the champion.
-        arms: dict[str, list[str]] = {}
-        for r in live.rows():
-            if r.role == "answer" and r.at < promoted_at:
-                arms.setdefault(r.user_key_hash or "", []).append(r.arm)
-        movers = [a for a in arms.values() if "challenger" in a]
+        # Sticky users, from the request log: once served by the challenger's version, never again
+        # by the old champion's, through every step and the promotion itself. Versions, not arm
+        # labels: between MLflow's alias move and its ledger entry, version 2 is already the
+        # champion and rightly answers on arm "champion" (an arm check there once failed CI).
+        served: dict[str, list[tuple[str | None, str | None]]] = {}
+        for r in sorted(live.rows(), key=lambda row: row.at):
+            if r.role == "answer":
+                served.setdefault(r.user_key_hash or "", []).append((r.arm, r.version))
+        movers = [seq for seq in served.values() if ("challenger", "2") in seq]
         assert len(movers) >= 20  # the challenger's share grew over many users
         for seq in movers:
-            assert "champion" not in seq[seq.index("challenger") :], "a challenger user went back"
-        seen_both_steps = [a for a in movers if a.index("challenger") > 0]
+            versions = [version for _, version in seq]
+            assert "1" not in versions[versions.index("2") :], f"a challenger user went back: {seq}"
+        seen_both_steps = [seq for seq in movers if seq.index(("challenger", "2")) > 0]
         assert seen_both_steps, "some users moved to the challenger as its weight rose"
 
 
