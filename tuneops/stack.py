@@ -234,7 +234,7 @@ def plan_services(config: StackConfig, ports: Mapping[str, int]) -> list[Service
         ServicePlan(
             "gateway",
             [py, "-m", "tuneops.cli.main", "serve", "gateway", "--spec", spec, "--host", host,
-             "--port", str(ports["gateway"])],
+             "--port", str(ports["gateway"]), "--no-local-service"],  # the stack runs "models" itself
             f"{url['gateway']}/v1", f"{url['gateway']}/health",
         ),
     ]  # fmt: skip
