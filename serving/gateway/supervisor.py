@@ -9,7 +9,7 @@ request: a request that arrives while the service restarts gets the upstream pat
 failover or OpenAI-shaped 502/504.
 
 :func:`decide` and :class:`RestartPolicy` are the pure decisions; :class:`LocalServiceSupervisor`
-does the I/O (probes and process calls in threads, so the event loop never waits on them).
+does the I/O (probes and stops in threads, so the event loop never waits on them).
 """
 
 from __future__ import annotations
@@ -220,8 +220,8 @@ class LocalServiceSupervisor:
         if not restart:
             log.warning("starting the local service at %s", self.base_url)
         self._using_theirs = False
-        try:
-            child = await asyncio.to_thread(self._launch)
+        try:  # in the loop, not a thread: a cancel (the gateway stopping) must not orphan a child
+            child = self._launch()  # a fork and exec, milliseconds; the wait below is off the loop
         except ServiceError as exc:
             self._gave_up = True
             log.error("cannot start the local service: %s", exc.one_line())
