@@ -40,6 +40,7 @@ from tuneops.serving.gateway.assignment import (
     parse_model,
     resolve,
 )
+from tuneops.serving.gateway.confidence import LogprobCapture, StreamLogprobs, mean_logprob
 from tuneops.serving.gateway.metrics import GatewayMetrics
 from tuneops.serving.gateway.signals import format_ok, is_refusal
 from tuneops.serving.gateway.table import RoutingTables
@@ -70,6 +71,7 @@ class ChatOptions:
 
     capture_text: bool = True
     answer_format: FormatConfig = field(default_factory=FormatConfig)
+    capture_logprobs: bool = True  # each answer's mean token logprob (see confidence.py)
 
 
 @dataclass
@@ -206,22 +208,27 @@ class ChatCompletions:
     async def _complete(self, call: _Call, body: dict[str, Any], route: Route) -> Response:
         pending: list[Awaitable[None]] = []
         version, arm = route.version, route.arm
+        logprobs = LogprobCapture.of(body, self.options.capture_logprobs)
         try:
             try:
-                answer = await complete(self._plain(), await self._upstream(call, version), body)
+                upstream = await self._upstream(call, version)
+                answer = await complete(self._plain(), upstream, logprobs.body_for(body, upstream))
             except UpstreamFailure as exc:
                 if route.fallback is None:
                     raise
                 pending.append(self._log_failover(call, route, exc))
                 version, arm = route.fallback, "champion"
-                answer = await complete(self._plain(), await self._upstream(call, version), body)
+                upstream = await self._upstream(call, version)
+                answer = await complete(self._plain(), upstream, logprobs.body_for(body, upstream))
         except UpstreamFailure as exc:
             return await self._upstream_error(call, version, arm, exc, pending)
         except UpstreamRejected as exc:
             return await self._rejected(call, version, arm, exc, pending)
         text, refusal = _message(answer)
         prompt_tokens, completion_tokens = _usage(answer)
-        record = self._record(call, 200, version, arm, text, refusal, prompt_tokens, completion_tokens)
+        record = self._record(
+            call, 200, version, arm, text, refusal, prompt_tokens, completion_tokens, logprobs.settle(answer)
+        )
         pending.append(self._durable(record))
         await self._all_durable(pending)
         self.metrics.answered(
@@ -244,15 +251,18 @@ class ChatCompletions:
     async def _stream(self, call: _Call, body: dict[str, Any], route: Route) -> Response:
         pending: list[Awaitable[None]] = []
         version, arm = route.version, route.arm
+        logprobs = LogprobCapture.of(body, self.options.capture_logprobs)
         try:
             try:
-                stream = await open_stream(self._client(), await self._upstream(call, version), body)
+                upstream = await self._upstream(call, version)
+                stream = await open_stream(self._client(), upstream, logprobs.body_for(body, upstream))
             except UpstreamFailure as exc:
                 if route.fallback is None:
                     raise
                 pending.append(self._log_failover(call, route, exc))
                 version, arm = route.fallback, "champion"
-                stream = await open_stream(self._client(), await self._upstream(call, version), body)
+                upstream = await self._upstream(call, version)
+                stream = await open_stream(self._client(), upstream, logprobs.body_for(body, upstream))
         except UpstreamFailure as exc:
             return await self._upstream_error(call, version, arm, exc, pending)
         except UpstreamRejected as exc:
@@ -260,7 +270,9 @@ class ChatCompletions:
         ttft_ms = call.elapsed_ms()
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events = self._relay(call, body["model"], version, arm, stream, include_usage, ttft_ms, pending)
+        events = self._relay(
+            call, body["model"], version, arm, stream, include_usage, ttft_ms, pending, logprobs.gather()
+        )
         self._maybe_shadow(call, body, route)
         return StreamingResponse(
             events, media_type="text/event-stream", headers=self._headers(call, version, arm)
@@ -268,7 +280,7 @@ class ChatCompletions:
 
     async def _relay(
         self, call: _Call, requested: str, version: str, arm: str, stream: UpstreamStream,
-        include_usage: bool, ttft_ms: float, pending: list[Awaitable[None]],
+        include_usage: bool, ttft_ms: float, pending: list[Awaitable[None]], logprobs: StreamLogprobs,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         """Relay the upstream's events (model renamed), log the answer, then send ``[DONE]``."""
         parts: list[str] = []
@@ -278,6 +290,7 @@ class ChatCompletions:
             try:
                 async for event in _chain(stream.first, stream.rest()):
                     event["model"] = requested
+                    logprobs.observe(event)
                     for choice in event.get("choices") or ():
                         delta = choice.get("delta") if isinstance(choice, dict) else None
                         if isinstance(delta, dict) and isinstance(delta.get("content"), str):
@@ -294,7 +307,7 @@ class ChatCompletions:
             text = "".join(parts)
             record = replace(
                 self._record(call, status, version, arm, text, None, usage.get("prompt_tokens"),
-                             usage.get("completion_tokens")),
+                             usage.get("completion_tokens"), logprobs.mean),
                 ttft_ms=ttft_ms, error_kind=error_kind,
             )  # fmt: skip
             logged = True
@@ -336,7 +349,7 @@ class ChatCompletions:
 
     def _record(
         self, call: _Call, status: int, version: str | None, arm: str | None, text: str, refusal: object,
-        prompt_tokens: int | None, completion_tokens: int | None,
+        prompt_tokens: int | None, completion_tokens: int | None, mean_logprob: float | None = None,
     ) -> RequestRecord:  # fmt: skip
         ok = status == 200
         return RequestRecord(
@@ -357,6 +370,7 @@ class ChatCompletions:
             streamed=call.stream,
             format_ok=format_ok(text, self.options.answer_format) if ok else None,
             refusal=is_refusal(text, refusal) if ok else None,
+            mean_logprob=mean_logprob if ok else None,
         )
 
     def _durable(self, record: RequestRecord) -> Awaitable[None]:
@@ -455,7 +469,9 @@ class ChatCompletions:
                        call.prompt_text, call.prompt_chars, False)  # fmt: skip
         plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
-            answer = await complete(self._plain(), await self._upstream(shadow, version), plain)
+            upstream = await self._upstream(shadow, version)
+            logprobs = LogprobCapture.of(plain, self.options.capture_logprobs)
+            answer = await complete(self._plain(), upstream, logprobs.body_for(plain, upstream))
         except (UpstreamFailure, UpstreamRejected, ApiError) as exc:
             status = getattr(exc, "status_code", 502) or 502
             kind = getattr(exc, "kind", None) or getattr(exc, "code", None) or "upstream_rejected"
@@ -466,9 +482,10 @@ class ChatCompletions:
             text, refusal = _message(answer)
             prompt_tokens, completion_tokens = _usage(answer)
             record = replace(
-                self._record(shadow, 200, version, "shadow", text, refusal, prompt_tokens, completion_tokens),
+                self._record(shadow, 200, version, "shadow", text, refusal, prompt_tokens, completion_tokens,
+                             mean_logprob(answer)),
                 role="shadow",
-            )
+            )  # fmt: skip
         self.writer.submit(record)
 
     async def drain(self) -> None:

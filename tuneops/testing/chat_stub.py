@@ -33,6 +33,7 @@ from tuneops.serving.openai_wire import ApiError, bearer_key_accepted, error_bod
 
 Messages = list[dict[str, Any]]
 AnswerFn = Callable[[str, Messages], str]
+LogprobFn = Callable[[str, str], float]  # (model, token) -> the token's log-probability
 
 
 def echo_answer(model: str, messages: Messages) -> str:
@@ -67,6 +68,8 @@ class StubConfig:
         models: ids listed by ``/v1/models`` (any id is accepted by chat completions).
         seed: seeds the fault injection, so a run is reproducible.
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
+        logprob: when set, a request with ``logprobs: true`` gets each token's (a word, with its
+            leading space, as streamed) log-probability from it; otherwise ``logprobs`` is null.
     """
 
     answer: AnswerFn = echo_answer
@@ -80,6 +83,7 @@ class StubConfig:
     models: Sequence[str] = ("stub-model",)
     seed: int = 0
     api_key: str | None = None
+    logprob: LogprobFn | None = None
 
 
 @dataclass
@@ -184,10 +188,12 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        tokens = _tokens(text)
+        scores = config.logprob if request.get("logprobs") is True else None
         if request.get("stream") is True:
             options = request.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            self._stream(model, text, usage if include_usage else None)
+            self._stream(model, tokens, usage if include_usage else None, scores)
             self.server.stats.record(200, model)
             return
         body = {
@@ -200,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "index": 0,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "finish_reason": "stop",
-                    "logprobs": None,
+                    "logprobs": _logprobs(model, tokens, scores),
                 }
             ],
             "usage": usage,
@@ -208,18 +214,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.stats.record(200, model)
         self._send(200, json.dumps(body).encode())
 
-    def _stream(self, model: str, text: str, usage: dict[str, int] | None) -> None:
+    def _stream(
+        self, model: str, tokens: list[str], usage: dict[str, int] | None, scores: LogprobFn | None
+    ) -> None:
         """Answer as OpenAI streams: ``text/event-stream`` in chunked transfer encoding."""
         base = {"id": f"chatcmpl-stub-{self.server.next_id()}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": model}  # fmt: skip
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
             return {**base, "choices": [choice]}
 
-        words = text.split(" ")
         events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+        events += [chunk({"content": t}, logprobs=_logprobs(model, [t], scores)) for t in tokens]
         events.append(chunk({}, "stop"))
         if usage is not None:
             events.append({**base, "choices": [], "usage": usage})
@@ -233,6 +240,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def _tokens(text: str) -> list[str]:
+    """The stub's tokens: words, each after the first with its leading space (how it streams)."""
+    return [word if i == 0 else " " + word for i, word in enumerate(text.split(" "))]
+
+
+def _logprobs(model: str, tokens: list[str], scores: LogprobFn | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` in OpenAI's shape, or None when not asked (or not configured)."""
+    if scores is None:
+        return None
+    content = [
+        {"token": t, "logprob": scores(model, t), "bytes": list(t.encode()), "top_logprobs": []}
+        for t in tokens
+    ]
+    return {"content": content, "refusal": None}
 
 
 class _StubServer(ThreadingHTTPServer):
