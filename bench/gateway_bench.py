@@ -15,7 +15,10 @@ per target (concurrency 1). Targets, printed side by side:
 
 Reported per target: RPS, latency p50/p99 and the latency *added* over direct (same percentile),
 at concurrency 64 and at 1; and log completeness: request-log answer rows (tuneops) or MLflow
-traces (mlflow) against the requests answered with 200. ``--soak 300`` then loads the tuneops
+traces (mlflow) against the requests answered with 200; and ``cpu_ms_per_request``, the CPU the
+target's own process tree spent per request answered at concurrency 64 (direct: the upstream's;
+a gateway: its own hop), which unlike RPS does not depend on what else the machine runs.
+``--soak 300`` then loads the tuneops
 gateway for 300 s more and reports its RSS growth (first sample after 30 s of warm-up).
 
 Usage::
@@ -376,6 +379,21 @@ def settled(count: Any, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
     return int(last)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children so far (a server's own cost, load-independent)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -411,17 +429,20 @@ def main() -> None:
     mlflow: MlflowGateway | None = None
     try:
         gateway = start_tuneops(upstream_url, root)
-        targets: list[tuple[str, str, str]] = [
-            ("direct", f"{upstream_url}/chat/completions", "ft:bench:v1"),
-            ("tuneops", f"{gateway.url}/chat/completions", MODEL),
+        targets: list[tuple[str, str, str, int]] = [  # name, url, model, the pid whose CPU is its cost
+            ("direct", f"{upstream_url}/chat/completions", "ft:bench:v1", upstream.pid),
+            ("tuneops", f"{gateway.url}/chat/completions", MODEL, gateway.process.process.pid),
         ]
         if not args.skip_mlflow:
             mlflow = start_mlflow(upstream_url, root)
-            targets.append(("mlflow", f"{mlflow.url}/chat/completions", MODEL))
+            targets.append(("mlflow", f"{mlflow.url}/chat/completions", MODEL, mlflow.process.process.pid))
         answered: dict[str, int] = {}
-        for name, url, model in targets:
+        cpu_ms: dict[str, float] = {}
+        for name, url, model, pid in targets:
             warm = load(url, model, 8, requests=200)  # warm-up: connections, caches, lazy imports
+            cpu_before = cpu_seconds(pid)
             wide = load(url, model, args.concurrency, duration_s=args.duration)
+            cpu_ms[name] = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, wide.answered)
             one = load(url, model, 1, requests=args.c1_requests)
             phases[name] = (wide, one)
             answered[name] = warm.answered + wide.answered + one.answered
@@ -468,6 +489,7 @@ def main() -> None:
             "added_p50_ms": round(wide.pct_ms(0.5) - direct_wide.pct_ms(0.5), 2),
             "added_p99_ms": round(wide.pct_ms(0.99) - direct_wide.pct_ms(0.99), 2),
             "errors": wide.errors,
+            "cpu_ms_per_request": round(cpu_ms[name], 3),
             "c1_p50_ms": round(one.pct_ms(0.5), 2),
             "c1_p99_ms": round(one.pct_ms(0.99), 2),
             "c1_added_p50_ms": round(one.pct_ms(0.5) - direct_one.pct_ms(0.5), 2),
@@ -481,7 +503,8 @@ def main() -> None:
         results[name] = entry
     if rss:
         results["tuneops"]["soak"] = rss
-    columns = ["rps", "rps_vs_direct", "p50_ms", "p99_ms", "added_p50_ms", "added_p99_ms", "c1_p50_ms",
+    columns = ["rps", "rps_vs_direct", "cpu_ms_per_request", "p50_ms", "p99_ms", "added_p50_ms",
+               "added_p99_ms", "c1_p50_ms",
                "c1_p99_ms", "c1_added_p50_ms", "c1_added_p99_ms", "answered", "log_rows", "log_complete",
                "errors"]  # fmt: skip
     print(f"\nupstream latency {args.latency_ms:g} ms, concurrency {args.concurrency},"
