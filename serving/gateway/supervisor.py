@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import enum
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from tuneops.errors import ServiceError
 from tuneops.serving.local.launcher import answers_openai, spawn_service_for
@@ -45,21 +47,37 @@ class Step(enum.Enum):
     IDLE = "idle"  # no served version needs the service
     USE = "use"  # a service it did not start answers: use it, own nothing
     START = "start"  # needed and nothing answers: start one (again, if one exited)
+    OCCUPIED = "occupied"  # something else holds the port without answering: leave it alone
 
 
-def decide(*, needed: bool, child_running: bool, answers: bool) -> Step:
+def decide(*, needed: bool, child_running: bool, answers: bool, port_taken: bool = False) -> Step:
     """The step for one check, from what the tables need and what runs.
 
     Args:
         needed: a served version is on the local provider.
         child_running: the service the gateway started is alive.
         answers: something answers OpenAI-style at the local endpoint (only probed when needed).
+        port_taken: something accepts connections there (only probed when nothing answers): a
+            busy service whose ``/models`` was slow, say. A service started there could not
+            listen, so none is.
     """
     if child_running:
         return Step.KEEP
     if not needed:
         return Step.IDLE
-    return Step.USE if answers else Step.START
+    if answers:
+        return Step.USE
+    return Step.OCCUPIED if port_taken else Step.START
+
+
+def listens(base_url: str, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections at ``base_url``'s host and port."""
+    parts = urlsplit(base_url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -107,7 +125,8 @@ class LocalServiceSupervisor:
     """Starts, watches and stops the local service for one gateway process.
 
     ``launch`` starts the service without waiting (normally :func:`spawn_service_for` on the
-    project's settings); ``probe`` says whether something answers at the endpoint.
+    project's settings); ``probe`` says whether something answers at the endpoint, ``port_taken``
+    (default :func:`listens`) whether something holds its port all the same.
     """
 
     def __init__(
@@ -116,6 +135,7 @@ class LocalServiceSupervisor:
         launch: Callable[[], ServiceProcess],
         probe: Callable[[], bool],
         *,
+        port_taken: Callable[[], bool] | None = None,
         policy: RestartPolicy | None = None,
         check_seconds: float = 1.0,
         startup_timeout: float = 120.0,
@@ -125,11 +145,12 @@ class LocalServiceSupervisor:
         self.policy = policy or RestartPolicy()
         self.check_seconds, self.startup_timeout = check_seconds, startup_timeout
         self._launch, self._probe, self._clock = launch, probe, clock
+        self._port_taken = port_taken or (lambda: listens(base_url))
         self.child: ServiceProcess | None = None
         self._answered_at: float | None = None  # when the child first answered
         self._attempt = 0  # start attempts in the current streak of exits and failed starts
         self._not_before = 0.0  # no start before this (clock)
-        self._using_theirs = False
+        self._seen: Step | None = None  # the last USE or OCCUPIED step logged
         self._gave_up = False
         self._needed: Callable[[], bool] = lambda: False
         self._metrics: GatewayMetrics | None = None
@@ -187,17 +208,23 @@ class LocalServiceSupervisor:
         needed = self._needed()
         if self.child is not None and self.child.managed.process.poll() is not None:
             self._exited(self.child, needed)
-        answers = needed and self.child is None and await asyncio.to_thread(self._probe)
-        step = decide(needed=needed, child_running=self.child is not None, answers=answers)
-        if step is Step.USE:
-            if not self._using_theirs:
+        probing = needed and self.child is None
+        answers = probing and await asyncio.to_thread(self._probe)
+        taken = probing and not answers and await asyncio.to_thread(self._port_taken)
+        step = decide(needed=needed, child_running=self.child is not None, answers=answers, port_taken=taken)
+        if step in (Step.USE, Step.OCCUPIED):
+            if self._seen is not step:
                 log.warning(
-                    "using the local service that already answers at %s (left running)", self.base_url
+                    "using the local service that already answers at %s (left running)"
+                    if step is Step.USE
+                    else "something holds the port of %s but does not answer; not starting a service there",
+                    self.base_url,
                 )
-            self._using_theirs, self._attempt = True, 0
+            self._seen, self._attempt = step, 0
         elif step is Step.START:
             if self._clock() < self._not_before:
                 return None
+            self._seen = None
             await self._start()
         return step
 
@@ -219,7 +246,6 @@ class LocalServiceSupervisor:
         restart = self._attempt > 0
         if not restart:
             log.warning("starting the local service at %s", self.base_url)
-        self._using_theirs = False
         try:  # in the loop, not a thread: a cancel (the gateway stopping) must not orphan a child
             child = self._launch()  # a fork and exec, milliseconds; the wait below is off the loop
         except ServiceError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,17 +31,18 @@ from tuneops.serving.local.launcher import ServiceProcess, answers_openai
 
 
 @pytest.mark.parametrize(
-    ("needed", "child_running", "answers", "step"),
+    ("needed", "child_running", "answers", "port_taken", "step"),
     [
-        (False, False, False, Step.IDLE),
-        (False, True, False, Step.KEEP),  # ours keeps running when no version needs it any more
-        (True, True, True, Step.KEEP),
-        (True, False, True, Step.USE),  # someone else's service: used, not owned
-        (True, False, False, Step.START),
+        (False, False, False, False, Step.IDLE),
+        (False, True, False, False, Step.KEEP),  # ours keeps running when no version needs it any more
+        (True, True, True, False, Step.KEEP),
+        (True, False, True, True, Step.USE),  # someone else's service: used, not owned
+        (True, False, False, False, Step.START),
+        (True, False, False, True, Step.OCCUPIED),  # a service started there could not listen
     ],
 )
-def test_decide(needed: bool, child_running: bool, answers: bool, step: Step) -> None:
-    assert decide(needed=needed, child_running=child_running, answers=answers) is step
+def test_decide(needed: bool, child_running: bool, answers: bool, port_taken: bool, step: Step) -> None:
+    assert decide(needed=needed, child_running=child_running, answers=answers, port_taken=port_taken) is step
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
@@ -193,6 +195,27 @@ def test_a_service_it_did_not_start_survives_the_supervisors_stop(stand_ins: Sta
 
     run(scenario())
     assert len(stand_ins.launched) == 1 and stand_ins.answers()
+
+
+def test_nothing_is_started_on_a_port_something_else_holds(stand_ins: StandIns) -> None:
+    blocker = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    blocker.bind(("127.0.0.1", stand_ins.port))
+    blocker.listen()
+    supervisor = stand_ins.supervisor()
+    supervisor._needed = lambda: True
+
+    async def scenario() -> list[Step | None]:
+        steps = [await supervisor.check(), await supervisor.check()]
+        blocker.close()
+        steps.append(await supervisor.check())
+        return steps
+
+    try:
+        assert run(scenario()) == [Step.OCCUPIED, Step.OCCUPIED, Step.START]
+    finally:
+        blocker.close()
+        run(supervisor.stop())
+    assert len(stand_ins.launched) == 1
 
 
 def test_nothing_is_started_while_no_served_version_needs_it(stand_ins: StandIns) -> None:
