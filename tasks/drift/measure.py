@@ -113,6 +113,10 @@ def measure_window(
     ]
     scores = [s for s in window.feedback if s is not None]
     logprobs = [lp for lp in window.mean_logprobs if lp is not None]
+    if not logprobs:
+        missing["low_confidence_share"] = (
+            "no answer has a mean token logprob (serving.capture_logprobs off, or the provider returns none)"
+        )
     return Measurements(
         requests=window.requests,
         embedding=embedding,

@@ -9,7 +9,9 @@ Prompt lengths are counted the same way on both sides (cl100k_base tokens of the
 message), because the gateway's ``prompt_tokens`` include the chat template and would differ
 from the training data for reasons that are not drift. When the gateway does not capture texts,
 the window's ``prompt_tokens`` are compared with the champion's *reference window* instead: its
-first ``window_hours`` of traffic after its promotion, counted the same way.
+first ``window_hours`` of traffic after its promotion, counted the same way. Each answer's mean
+token log-probability is the one the gateway logged (``serving.capture_logprobs``); rows without
+one (a provider that returns none, rows from before) are left out of ``low_confidence_share``.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def window_sample(rows: list[LoggedRequest]) -> WindowSample:
         format_ok=[r.format_ok for r in rows],
         refusals=[r.refusal for r in rows],
         feedback=[r.feedback_score for r in rows],
+        mean_logprobs=[r.mean_logprob for r in rows],
     )
 
 
