@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tuneops.errors import ServiceError
+from tuneops.processes import wait_until_healthy
 from tuneops.serving.local.launcher import answers_openai, spawn_service_for
 
 if TYPE_CHECKING:
@@ -260,18 +261,11 @@ class LocalServiceSupervisor:
             log.warning("the local service answers at %s (pid %d)", self.base_url, child.managed.process.pid)
 
     async def _wait_until_answering(self, child: ServiceProcess) -> bool:
-        """Wait until ``child`` answers; False when it exited (left for the next check to restart)
-        or did not answer within ``startup_timeout`` (stopped, and counted as a failed attempt)."""
-        deadline = self._clock() + self.startup_timeout
-        while child.managed.process.poll() is None:
-            if await asyncio.to_thread(self._probe):
-                return True
-            if self._clock() > deadline:
-                await asyncio.to_thread(child.stop, 5.0)
-                log.warning(
-                    "the local service did not answer within %.0f s (log: %s)",
-                    self.startup_timeout, child.log_path,
-                )  # fmt: skip
-                break
-            await asyncio.sleep(0.2)
-        return False
+        """Wait (in a thread) until ``child`` answers. False when it exited first (the next check
+        restarts it) or did not answer within ``startup_timeout`` (it is stopped, and so restarted)."""
+        try:
+            await asyncio.to_thread(wait_until_healthy, child.managed, self._probe, self.startup_timeout)
+        except ServiceError as exc:  # its exit code and log tail, once per failed start
+            log.warning("%s\n%s", exc.message, exc.hint or "")
+            return False
+        return True

@@ -255,10 +255,32 @@ def test_a_service_that_keeps_exiting_is_restarted_with_growing_delays(
     started, waiting = Step.START, None
     assert steps == [started, *[waiting, waiting, started] * 3, waiting, started]
     assert len(crashing.launched) == 5
-    assert [line for line in caplog.messages if "exited" in line] == [
+    assert [line for line in caplog.messages if "restarting in" in line] == [
         f"local service exited (code 3); restarting in {delay:.1f} s (attempt {n})"
         for n, delay in enumerate((1.0, 2.0, 4.0, 4.0), start=1)
     ]
+    assert sum("stand-in exited with code 3 while starting" in m for m in caplog.messages) == 5
+
+
+def test_a_service_that_never_answers_is_stopped_and_started_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    silent = StandIns(tmp_path, script="import time; time.sleep(600)")
+    supervisor = silent.supervisor(startup_timeout=1.0, policy=RestartPolicy(first_delay=0.0))
+    supervisor._needed = lambda: True
+
+    async def scenario() -> list[Step | None]:
+        return [await supervisor.check(), await supervisor.check()]
+
+    with caplog.at_level(logging.WARNING, "tuneops.serving.gateway"):
+        try:
+            steps = run(scenario())
+        finally:
+            silent.stop_all()
+    assert steps == [Step.START, Step.START]
+    assert silent.launched[0].managed.process.returncode is not None  # stopped after 1 s
+    assert sum("did not answer within 1 s" in m for m in caplog.messages) == 2
+    assert "restarting in 0.0 s (attempt 1)" in caplog.text
 
 
 def test_an_endpoint_it_cannot_start_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
