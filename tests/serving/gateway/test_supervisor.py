@@ -300,3 +300,24 @@ def test_an_endpoint_it_cannot_start_is_reported_once(caplog: pytest.LogCaptureF
         "cannot start the local service: nothing answers at http://models.example/v1 and the local "
         "service can only ..."
     ]
+
+
+def test_stopping_while_a_restart_waits_for_the_service_stops_that_child(tmp_path: Path) -> None:
+    silent = StandIns(tmp_path, script="import time; time.sleep(600)")
+    supervisor = silent.supervisor(check_seconds=0.05, startup_timeout=60)
+
+    async def scenario() -> None:
+        await supervisor.start(lambda: False)  # nothing needed yet: the loop runs idle
+        supervisor._needed = lambda: True  # now a check starts the service and waits on it
+        while not silent.launched:
+            await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        await supervisor.stop()
+        assert asyncio.get_running_loop().time() - started < 10  # not the 60 s start-up wait
+
+    try:
+        run(scenario())
+        assert len(silent.launched) == 1
+        assert silent.launched[0].managed.process.returncode is not None
+    finally:
+        silent.stop_all()
