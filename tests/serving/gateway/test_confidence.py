@@ -16,7 +16,9 @@ import openai
 import pytest
 
 from tests.serving.gateway.conftest import ENDPOINT_MODELS, MODEL, Harness
+from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.serving.gateway.confidence import LogprobCapture, StreamLogprobs, mean_logprob
+from tuneops.serving.local.launcher import ServiceProcess
 from tuneops.testing.chat_stub import ChatStub
 from tuneops.testing.reference.openapi import assert_matches
 
@@ -102,6 +104,34 @@ def test_an_upstream_without_logprobs_leaves_the_mean_unknown(
         answer = client.chat.completions.create(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
         assert answer.choices[0].message.content
     assert [r.mean_logprob for r in harness.answers()] == [None]
+
+
+@pytest.mark.slow
+def test_the_local_service_as_upstream_gives_the_mean_of_its_own_logprobs(
+    gateway_factory: Callable[..., Harness], claims: RegistryStore, local_service: ServiceProcess
+) -> None:
+    tags = {"tuneops.provider": "local", "tuneops.endpoint_model": "tuneops-tiny"}
+    served = claims.create_version(MODEL, f"{claims.artifact_root}/tiny", None, tags, "", None)  # type: ignore[arg-type]
+    claims.set_alias(MODEL, "champion", served.version)
+    request: dict[str, Any] = {"messages": QUESTION, "max_tokens": 12, "temperature": 0}
+    direct = openai.OpenAI(base_url=local_service.base_url, api_key="unused", max_retries=0)
+    own = direct.chat.completions.create(model="tuneops-tiny", logprobs=True, **request)
+    content = own.choices[0].logprobs.content or []  # type: ignore[union-attr]
+    expected = sum(e.logprob for e in content) / len(content)
+
+    harness = gateway_factory(base_url=local_service.base_url)
+    with harness.serve() as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        plain = client.chat.completions.create(model=MODEL, **request)
+        streamed = list(client.chat.completions.create(model=MODEL, stream=True, **request))
+    assert (
+        plain.choices[0].logprobs is None
+        and plain.choices[0].message.content == own.choices[0].message.content
+    )
+    assert all(c.choices[0].logprobs is None for c in streamed if c.choices)
+    rows = harness.answers()
+    assert [r.version for r in rows] == [served.version] * 2
+    assert [r.mean_logprob for r in rows] == pytest.approx([expected] * 2, abs=1e-4)
 
 
 class _Provider:
