@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tuneops.serving.gateway")
 
-LOCAL_PROVIDER = "local"
-
 
 class Step(enum.Enum):
     """What the supervisor does at one check."""
@@ -117,7 +115,8 @@ def serves_local(tables: RoutingTables) -> bool:
             continue
         for version in (table.champion, table.challenger):
             upstream = tables.cached_upstream(model, version) if version is not None else None
-            if upstream is not None and upstream.provider == LOCAL_PROVIDER:
+            endpoint = tables.endpoints.get(upstream.provider) if upstream is not None else None
+            if endpoint is not None and endpoint.is_local:
                 return True
     return False
 
