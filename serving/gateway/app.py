@@ -97,7 +97,9 @@ class Gateway:
         self._wake: asyncio.Event | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._stopping = False
-        options = ChatOptions(config.serving.capture_text, config.answer_format)
+        options = ChatOptions(
+            config.serving.capture_text, config.answer_format, config.serving.capture_logprobs
+        )
         self.chat = ChatCompletions(
             self.tables, writer, self.metrics, self.client, options, self.plain_client
         )

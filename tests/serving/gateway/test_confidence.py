@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import openai
@@ -19,6 +18,7 @@ from tests.serving.gateway.conftest import ENDPOINT_MODELS, MODEL, Harness
 from tuneops.registry.mlflow_store import RegistryStore
 from tuneops.serving.gateway.confidence import LogprobCapture, StreamLogprobs, mean_logprob
 from tuneops.serving.local.launcher import ServiceProcess
+from tuneops.spec import ServingConfig
 from tuneops.testing.chat_stub import ChatStub
 from tuneops.testing.reference.openapi import assert_matches
 
@@ -81,17 +81,21 @@ def test_answers_log_the_upstreams_mean_and_clients_see_what_they_asked_for(
     assert [r.mean_logprob for r in rows] == pytest.approx([expected] * 4)
 
 
-def test_capture_off_asks_for_nothing(served: tuple[Harness, str]) -> None:
-    harness, base_url = served
-    chat = harness.gateway.chat
-    chat.options = replace(chat.options, capture_logprobs=False)
+def test_capture_off_asks_for_nothing(gateway_factory: Callable[..., Harness], stub: ChatStub) -> None:
+    stub.config.logprob = token_logprob
+    harness = gateway_factory(serving=ServingConfig(refresh_seconds=0.2, capture_logprobs=False))
+    with harness.serve() as base_url:
+        _ask_three_ways(base_url)
+    means = [r.mean_logprob for r in harness.answers()]
+    assert means[:2] == [None, None] and means[2] is not None
+
+
+def _ask_three_ways(base_url: str) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
     client.chat.completions.create(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
     list(client.chat.completions.create(model=MODEL, messages=QUESTION, stream=True))  # type: ignore[arg-type]
     asked = client.chat.completions.create(model=MODEL, messages=QUESTION, logprobs=True)  # type: ignore[arg-type]
     assert asked.choices[0].logprobs is not None  # a client that asks still gets them
-    means = [r.mean_logprob for r in harness.answers()]
-    assert means[:2] == [None, None] and means[2] is not None
 
 
 def test_an_upstream_without_logprobs_leaves_the_mean_unknown(
