@@ -40,7 +40,7 @@ from tuneops.serving.gateway.assignment import (
     parse_model,
     resolve,
 )
-from tuneops.serving.gateway.confidence import LogprobCapture, StreamLogprobs, mean_logprob
+from tuneops.serving.gateway.confidence import LogprobCapture, LogprobRefusals, StreamLogprobs, mean_logprob
 from tuneops.serving.gateway.metrics import GatewayMetrics
 from tuneops.serving.gateway.signals import format_ok, is_refusal
 from tuneops.serving.gateway.table import RoutingTables
@@ -142,6 +142,7 @@ class ChatCompletions:
         self._plain = plain_client or client  # plain completions (an aiohttp session in production)
         self.options = options
         self._background: set[asyncio.Task[None]] = set()
+        self._logprob_refusals = LogprobRefusals()
 
     # -- the route -----------------------------------------------------------------------------
 
@@ -203,6 +204,33 @@ class ChatCompletions:
             status_code=404, param="model", code="model_not_found",
         )  # fmt: skip
 
+    # -- one upstream attempt ------------------------------------------------------------------
+
+    async def _ask(
+        self, upstream: Upstream, body: dict[str, Any], logprobs: LogprobCapture
+    ) -> dict[str, Any]:
+        """A plain completion; asked again without the logprobs the gateway added if they were refused."""
+        sent = logprobs.body_for(body, upstream, self._logprob_refusals)
+        try:
+            answer: dict[str, Any] = await complete(self._plain(), upstream, sent)
+        except UpstreamRejected as exc:
+            if sent is body or not self._logprob_refusals.note(upstream, exc.body):
+                raise
+            answer = await complete(self._plain(), upstream, body)
+        return answer
+
+    async def _open(
+        self, upstream: Upstream, body: dict[str, Any], logprobs: LogprobCapture
+    ) -> UpstreamStream:
+        """A stream, opened again without the logprobs the gateway added if they were refused."""
+        sent = logprobs.body_for(body, upstream, self._logprob_refusals)
+        try:
+            return await open_stream(self._client(), upstream, sent)
+        except UpstreamRejected as exc:
+            if sent is body or not self._logprob_refusals.note(upstream, exc.body):
+                raise
+            return await open_stream(self._client(), upstream, body)
+
     # -- plain answers -------------------------------------------------------------------------
 
     async def _complete(self, call: _Call, body: dict[str, Any], route: Route) -> Response:
@@ -211,15 +239,13 @@ class ChatCompletions:
         logprobs = LogprobCapture.of(body, self.options.capture_logprobs)
         try:
             try:
-                upstream = await self._upstream(call, version)
-                answer = await complete(self._plain(), upstream, logprobs.body_for(body, upstream))
+                answer = await self._ask(await self._upstream(call, version), body, logprobs)
             except UpstreamFailure as exc:
                 if route.fallback is None:
                     raise
                 pending.append(self._log_failover(call, route, exc))
                 version, arm = route.fallback, "champion"
-                upstream = await self._upstream(call, version)
-                answer = await complete(self._plain(), upstream, logprobs.body_for(body, upstream))
+                answer = await self._ask(await self._upstream(call, version), body, logprobs)
         except UpstreamFailure as exc:
             return await self._upstream_error(call, version, arm, exc, pending)
         except UpstreamRejected as exc:
@@ -254,15 +280,13 @@ class ChatCompletions:
         logprobs = LogprobCapture.of(body, self.options.capture_logprobs)
         try:
             try:
-                upstream = await self._upstream(call, version)
-                stream = await open_stream(self._client(), upstream, logprobs.body_for(body, upstream))
+                stream = await self._open(await self._upstream(call, version), body, logprobs)
             except UpstreamFailure as exc:
                 if route.fallback is None:
                     raise
                 pending.append(self._log_failover(call, route, exc))
                 version, arm = route.fallback, "champion"
-                upstream = await self._upstream(call, version)
-                stream = await open_stream(self._client(), upstream, logprobs.body_for(body, upstream))
+                stream = await self._open(await self._upstream(call, version), body, logprobs)
         except UpstreamFailure as exc:
             return await self._upstream_error(call, version, arm, exc, pending)
         except UpstreamRejected as exc:
@@ -469,9 +493,8 @@ class ChatCompletions:
                        call.prompt_text, call.prompt_chars, False)  # fmt: skip
         plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
-            upstream = await self._upstream(shadow, version)
             logprobs = LogprobCapture.of(plain, self.options.capture_logprobs)
-            answer = await complete(self._plain(), upstream, logprobs.body_for(plain, upstream))
+            answer = await self._ask(await self._upstream(shadow, version), plain, logprobs)
         except (UpstreamFailure, UpstreamRejected, ApiError) as exc:
             status = getattr(exc, "status_code", 502) or 502
             kind = getattr(exc, "kind", None) or getattr(exc, "code", None) or "upstream_rejected"

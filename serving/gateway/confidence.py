@@ -23,6 +23,39 @@ class _HasProvider(Protocol):
     @property
     def provider(self) -> str: ...
 
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+class LogprobRefusals:
+    """The model versions whose upstream refused the ``logprobs`` the gateway added.
+
+    Some models behind a provider that takes the parameter still refuse it (OpenAI's reasoning
+    models answer 400, ``param: logprobs``). A client that never asked for logprobs must not get
+    that error: the gateway asks again without them and stops adding them for that version, so
+    its answers just have no mean (the drift signal is then "not measured").
+    """
+
+    def __init__(self) -> None:
+        self._versions: set[tuple[str, str]] = set()
+
+    def allows(self, upstream: _HasProvider) -> bool:
+        return (upstream.model, upstream.version) not in self._versions
+
+    def note(self, upstream: _HasProvider, error_body: Mapping[str, Any]) -> bool:
+        """Remember ``upstream`` when its 4xx ``error_body`` is about logprobs; True if it was."""
+        error = error_body.get("error")
+        if not isinstance(error, dict):
+            return False
+        about = f"{error.get('param') or ''} {error.get('message') or ''}".lower()
+        if "logprobs" not in about:
+            return False
+        self._versions.add((upstream.model, upstream.version))
+        return True
+
 
 @dataclass(frozen=True)
 class LogprobCapture:
@@ -46,9 +79,15 @@ class LogprobCapture:
         asked = body.get("logprobs") is True
         return cls(asked, enabled and not asked and body.get("top_logprobs") is None)
 
-    def body_for(self, body: dict[str, Any], upstream: _HasProvider) -> dict[str, Any]:
+    def body_for(
+        self, body: dict[str, Any], upstream: _HasProvider, refusals: LogprobRefusals | None = None
+    ) -> dict[str, Any]:
         """The request body to send to ``upstream`` (``body`` itself when nothing is added)."""
-        if self.add and upstream.provider in LOGPROB_PROVIDERS:
+        if (
+            self.add
+            and upstream.provider in LOGPROB_PROVIDERS
+            and (refusals is None or refusals.allows(upstream))
+        ):
             return {**body, "logprobs": True}
         return body
 

@@ -70,6 +70,8 @@ class StubConfig:
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
         logprob: when set, a request with ``logprobs: true`` gets each token's (a word, with its
             leading space, as streamed) log-probability from it; otherwise ``logprobs`` is null.
+        refuses_logprobs: models for which this returns True answer ``logprobs: true`` with the 400
+            OpenAI's reasoning models give (``param: logprobs``).
     """
 
     answer: AnswerFn = echo_answer
@@ -84,6 +86,7 @@ class StubConfig:
     seed: int = 0
     api_key: str | None = None
     logprob: LogprobFn | None = None
+    refuses_logprobs: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -169,6 +172,13 @@ class _Handler(BaseHTTPRequestHandler):
         config = self.server.config
         if config.latency_s:
             time.sleep(config.latency_s)
+        refuses = config.refuses_logprobs
+        if request.get("logprobs") is True and refuses is not None and refuses(model):
+            self.server.stats.record(400, model)
+            message = "logprobs is not supported with this model."
+            body = error_body(message, param="logprobs", code="unsupported_parameter")
+            self._send(400, json.dumps(body).encode())
+            return
         fault = self.server.draw_fault(model, messages)
         if fault == 429:
             self.server.stats.record(429, model)

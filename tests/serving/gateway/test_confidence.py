@@ -184,3 +184,25 @@ def test_settle_and_gather_read_the_first_choice_and_strip_only_what_was_added()
         gather.observe(chunk)
     assert gather.mean == -1.0 and all(c["logprobs"] is None for chunk in chunks for c in chunk["choices"])
     assert StreamLogprobs(strip=False).mean is None
+
+
+def test_a_version_that_refuses_logprobs_is_asked_again_without_them(
+    gateway_factory: Callable[..., Harness], stub: ChatStub
+) -> None:
+    """OpenAI's reasoning models answer ``logprobs`` with a 400: a client that never asked for
+    them must still get its answer, and the gateway stops adding them for that version."""
+    stub.config.logprob = token_logprob
+    stub.config.refuses_logprobs = lambda model: model == ENDPOINT_MODELS["1"]
+    harness = gateway_factory()
+    with harness.serve() as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        for _ in range(3):
+            answer = client.chat.completions.create(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
+            assert answer.choices[0].message.content and answer.choices[0].logprobs is None
+        streamed = client.chat.completions.create(model=MODEL, messages=QUESTION, stream=True)  # type: ignore[arg-type]
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        with pytest.raises(openai.BadRequestError, match="logprobs"):  # the client's own ask is its own
+            client.chat.completions.create(model=MODEL, messages=QUESTION, logprobs=True)  # type: ignore[arg-type]
+    assert [r.status_code for r in harness.answers()] == [200, 200, 200, 200, 400]
+    assert all(r.mean_logprob is None for r in harness.answers())
+    assert stub.stats.statuses[400] == 2  # one refusal of the gateway's addition, one of the client's ask
