@@ -159,10 +159,17 @@ def record_values(record: RequestRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in RECORD_FIELDS}
 
 
+_INSERTS: dict[str, sa.Insert] = {}  # one statement object per dialect: SQLAlchemy's compiled cache
+# then finds it without rebuilding it (a new statement per batch cost ~0.6 ms of GIL each)
+
+
 def insert_records(conn: Connection, records: Sequence[RequestRecord]) -> None:
     """Insert ``records`` in ``conn``, skipping any already stored (replays are no-ops)."""
     if records:
-        statement = insert_ignoring_duplicates(conn, request_table, ["request_id", "role"])
+        statement = _INSERTS.get(conn.dialect.name)
+        if statement is None:
+            statement = insert_ignoring_duplicates(conn, request_table, ["request_id", "role"])
+            _INSERTS[conn.dialect.name] = statement
         conn.execute(statement, [record_values(r) for r in records])
 
 
@@ -401,7 +408,7 @@ class RequestLogWriter:
         spool_dir: Path,
         *,
         batch_size: int = 500,
-        flush_seconds: float = 0.05,
+        flush_seconds: float = 0.25,
         segment_bytes: int = 16 * 1024 * 1024,
         rotate_seconds: float = 1.0,
         sync: Literal["process", "disk"] = "disk",
