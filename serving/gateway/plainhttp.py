@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Mapping
 from typing import cast
 from urllib.parse import urlsplit
@@ -178,6 +179,25 @@ class _Connection(asyncio.Protocol):
             self._done = None
 
 
+@functools.lru_cache(maxsize=256)
+def _request_head(url: str, headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, int], bytes]:
+    """Where to connect for ``url``, and its request head up to the ``Content-Length`` value.
+
+    Cached: a gateway sends the same few upstreams the same headers on every request.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"PlainHttpClient only speaks plain http, not {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host = parts.netloc.rsplit("@", 1)[-1]
+    head = [f"POST {target} HTTP/1.1", f"Host: {host}"]
+    head += [f"{name}: {value}" for name, value in headers if name.lower() != "content-length"]
+    head.append("Content-Length: ")
+    return (parts.hostname, parts.port or 80), "\r\n".join(head).encode("latin-1")
+
+
 class PlainHttpClient:
     """Pooled keep-alive connections per ``host:port``; :meth:`post` is one request and its answer."""
 
@@ -189,17 +209,8 @@ class PlainHttpClient:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         """POST ``body`` to ``url`` (``http://`` only); the status and the whole response body."""
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"PlainHttpClient only speaks plain http, not {url!r}")
-        key = (parts.hostname, parts.port or 80)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        host = parts.netloc.rsplit("@", 1)[-1]
-        head = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-        head += [f"{name}: {value}" for name, value in headers.items() if name.lower() != "content-length"]
-        message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        key, head = _request_head(url, tuple(headers.items()))
+        message = b"%s%d\r\n\r\n%s" % (head, len(body), body)
         slots = self._slots.setdefault(key, asyncio.Semaphore(self.limit_per_host))
         async with asyncio.timeout(self.timeout_seconds), slots:
             for _attempt in range(2):
