@@ -20,7 +20,6 @@ after ``timeout_seconds`` in all, and :class:`ProtocolError` for a response that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Mapping
 from typing import cast
@@ -241,5 +240,4 @@ class PlainHttpClient:
             for connection in connections:
                 connection.close()
         self._idle.clear()
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)  # let the transports' close callbacks run
+        await asyncio.sleep(0)  # let the transports' close callbacks run
